@@ -1,0 +1,263 @@
+"""Full-ranking evaluation of a :class:`~recloop.models.Recommender`.
+
+For each batch of test users: score every item, mask the items in the user's history
+(what the model was allowed to see), take the top ``max(k)`` with one ``topk`` over the
+score block, and mark the hits against the held-out items. Memory is bounded by
+``batch_size * n_items`` floats. Metrics are kept per user.
+
+The sampled protocol (rank the held-out items among ``n_negatives`` random unseen
+items) exists only to compare with papers that used it; it inflates every metric.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from recloop.data.features import Features
+from recloop.data.interactions import Interactions
+from recloop.errors import ConfigError, closest
+from recloop.evaluate import metrics as M
+from recloop.evaluate.stats import Interval, PairedTest, mean_confidence_interval, paired_test
+from recloop.models.base import Recommender, mask_items
+from recloop.utils import make_rng
+
+BEYOND_METRICS = ("coverage", "gini", "diversity", "novelty", "popularity", "long_tail")
+LIST_LEVEL = ("coverage", "gini")  # one value per run, not per user
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What to measure.
+
+    Attributes
+    ----------
+    k:
+        Cutoffs; every metric is reported at each.
+    metrics:
+        Accuracy metrics among ``hr, recall, precision, ndcg, mrr, map``.
+    beyond:
+        Beyond-accuracy metrics among ``coverage, gini, diversity, novelty, popularity,
+        long_tail``. ``diversity`` needs item features (``diversity_feature``).
+    protocol:
+        ``"full"`` ranks all items; ``"sampled"`` ranks the held-out items among
+        ``n_negatives`` uniformly drawn unseen items per user.
+    exclude_known:
+        Mask the items in the user's history before ranking.
+    select_by:
+        The validation metric that picks hyperparameters and early-stopping epochs.
+    """
+
+    k: tuple[int, ...] = (5, 10, 20)
+    metrics: tuple[str, ...] = ("hr", "recall", "precision", "ndcg", "mrr", "map")
+    beyond: tuple[str, ...] = BEYOND_METRICS
+    protocol: str = "full"
+    n_negatives: int = 100
+    exclude_known: bool = True
+    batch_size: int = 2048
+    diversity_feature: str = "genre"
+    select_by: str = "ndcg@10"
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "k", tuple(sorted(set(int(x) for x in self.k))))
+        if not self.k or self.k[0] < 1:
+            raise ConfigError(f"evaluation.k must hold positive cutoffs, got {self.k}")
+        for name in self.metrics:
+            if name not in M.ACCURACY_METRICS:
+                raise ConfigError(f"unknown metric {name!r}{closest(name, M.ACCURACY_METRICS)}; "
+                                  f"metrics are {list(M.ACCURACY_METRICS)}")
+        for name in self.beyond:
+            if name not in BEYOND_METRICS:
+                raise ConfigError(f"unknown beyond-accuracy metric {name!r}{closest(name, BEYOND_METRICS)}; "
+                                  f"they are {list(BEYOND_METRICS)}")
+        if self.protocol not in ("full", "sampled"):
+            raise ConfigError(f"evaluation.protocol must be 'full' or 'sampled', got {self.protocol!r}")
+        if self.batch_size < 1:
+            raise ConfigError("evaluation.batch_size must be at least 1")
+        name, _, cutoff = self.select_by.partition("@")
+        if name not in M.ACCURACY_METRICS or not cutoff.isdigit():
+            raise ConfigError(f"evaluation.select_by must look like 'ndcg@10', got {self.select_by!r}")
+
+
+@dataclass
+class EvaluationResult:
+    """Per-user metric values of one model on one split.
+
+    ``per_user[name]`` is aligned with ``users``; ``aggregate`` holds list-level
+    metrics (coverage, Gini); ``recommendations`` the top ``max(k)`` lists.
+    """
+
+    users: np.ndarray
+    per_user: dict[str, np.ndarray]
+    aggregate: dict[str, float]
+    recommendations: np.ndarray
+    history_lengths: np.ndarray
+    config: EvaluationConfig
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        """Mean of every per-user metric plus the list-level ones, one flat dict."""
+        out = {name: float(values.mean()) if len(values) else 0.0 for name, values in self.per_user.items()}
+        out.update(self.aggregate)
+        return out
+
+    def __getitem__(self, metric: str) -> float:
+        return self.summary()[metric]
+
+    def interval(self, metric: str, level: float = 0.95) -> Interval:
+        return mean_confidence_interval(self.per_user[metric], level)
+
+    def compare(self, other: EvaluationResult, metric: str) -> PairedTest:
+        """Paired test of this run (A) against ``other`` (B) on the same users."""
+        if not np.array_equal(self.users, other.users):
+            raise ValueError("paired tests need both runs evaluated on the same users")
+        return paired_test(self.per_user[metric], other.per_user[metric], metric)
+
+    def to_dict(self) -> dict:
+        """JSON-able: metric means, 95% intervals, counts."""
+        return {
+            "metrics": self.summary(),
+            "ci95": {name: [self.interval(name).low, self.interval(name).high] for name in self.per_user},
+            "n_users": int(len(self.users)),
+            "protocol": self.config.protocol,
+            "seconds": self.seconds,
+            **self.extra,
+        }
+
+
+class Evaluator:
+    """Evaluate recommenders on held-out interactions.
+
+    Parameters
+    ----------
+    config:
+        :class:`EvaluationConfig`; keyword arguments build one.
+    item_features:
+        Features whose ``diversity_feature`` (a categorical feature) defines intra-list
+        diversity. Without it, models exposing item embeddings are used, else diversity
+        is skipped.
+    """
+
+    def __init__(self, config: EvaluationConfig | None = None, item_features: Features | None = None, **kwargs):
+        self.config = config or EvaluationConfig(**kwargs)
+        self.item_features = item_features
+
+    def evaluate(self, model: Recommender, target: Interactions, history: Interactions,
+                 train: Interactions | None = None, progress: bool = False) -> EvaluationResult:
+        """Rank for every user with a ``target`` interaction.
+
+        ``history`` is what the model sees of each user and what gets masked (training
+        log for validation; training plus validation for test). ``train`` defines item
+        popularity for novelty and popularity metrics (default: ``history``).
+        """
+        cfg = self.config
+        start = time.perf_counter()
+        train = history if train is None else train
+        users = target.active_users()
+        n_items = target.n_items
+        k_max = max(cfg.k)
+        target_csr = target.to_csr()
+        hits = np.zeros((len(users), k_max), dtype=bool)
+        lists = np.full((len(users), k_max), -1, dtype=np.int64)
+        rng = make_rng(cfg.seed)
+        batches = range(0, len(users), cfg.batch_size)
+        for start_row in tqdm(batches, desc=f"evaluate {model.name}", disable=not progress, leave=False):
+            batch = users[start_row:start_row + cfg.batch_size]
+            seen = history.histories(batch)
+            scores = torch.from_numpy(model.score(batch, seen))
+            if cfg.protocol == "sampled":
+                self._restrict_to_sampled(scores, seen, target_csr[batch], rng)
+            if cfg.exclude_known:
+                mask_items(scores, seen.indptr, seen.item_idx)
+            values, items = torch.topk(scores, min(k_max, n_items), dim=1)
+            items = items.numpy()
+            items[~torch.isfinite(values).numpy()] = -1
+            rows = slice(start_row, start_row + len(batch))
+            lists[rows, : items.shape[1]] = items
+            hits[rows, : items.shape[1]] = _is_relevant(items, target_csr[batch])
+        n_relevant = np.diff(target_csr.indptr)[users]
+
+        per_user: dict[str, np.ndarray] = {}
+        for k in cfg.k:
+            for name in cfg.metrics:
+                per_user[f"{name}@{k}"] = M.ACCURACY_METRICS[name](hits, n_relevant, k)
+        aggregate = self._beyond_accuracy(model, lists, train, per_user)
+        result = EvaluationResult(users, per_user, aggregate, lists, np.diff(history.user_indptr)[users], cfg)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _beyond_accuracy(self, model: Recommender, lists: np.ndarray, train: Interactions,
+                         per_user: dict[str, np.ndarray]) -> dict[str, float]:
+        cfg, n_items = self.config, train.n_items
+        counts = train.item_counts()
+        vectors = self._diversity_vectors(model) if "diversity" in cfg.beyond else None
+        aggregate: dict[str, float] = {}
+        for k in cfg.k:
+            top = lists[:, :k]
+            if "coverage" in cfg.beyond:
+                aggregate[f"coverage@{k}"] = M.catalog_coverage(top, n_items)
+            if "gini" in cfg.beyond:
+                aggregate[f"gini@{k}"] = M.exposure_gini(top, n_items)
+            if vectors is not None:
+                per_user[f"diversity@{k}"] = M.intra_list_diversity(top, vectors)
+            if "novelty" in cfg.beyond:
+                per_user[f"novelty@{k}"] = M.novelty(top, counts, train.n_users)
+            if "popularity" in cfg.beyond:
+                per_user[f"popularity@{k}"] = M.average_popularity(top, counts)
+            if "long_tail" in cfg.beyond:
+                per_user[f"long_tail@{k}"] = M.long_tail_share(top, counts)
+        return aggregate
+
+    def _diversity_vectors(self, model: Recommender) -> np.ndarray | sp.spmatrix | None:
+        features = self.item_features if self.item_features is not None else getattr(model, "item_features_", None)
+        if features is not None and self.config.diversity_feature in features.categorical:
+            return features.categorical[self.config.diversity_feature].matrix
+        vectors = getattr(model, "item_vectors", None)
+        return vectors() if callable(vectors) else None
+
+    def _restrict_to_sampled(self, scores: torch.Tensor, seen, targets: sp.csr_matrix, rng) -> None:
+        """Keep only targets and ``n_negatives`` sampled unseen items per row."""
+        n_rows, n_items = scores.shape
+        known = seen.to_csr() + targets
+        allowed = torch.zeros(n_rows, n_items, dtype=torch.bool)
+        for r in range(n_rows):
+            blocked = known.indices[known.indptr[r]:known.indptr[r + 1]]
+            pool = np.setdiff1d(np.arange(n_items), blocked, assume_unique=True)
+            negatives = rng.choice(pool, size=min(self.config.n_negatives, len(pool)), replace=False)
+            allowed[r, torch.from_numpy(negatives)] = True
+        rows = np.repeat(np.arange(n_rows), np.diff(targets.indptr))
+        allowed[torch.from_numpy(rows), torch.from_numpy(targets.indices.astype(np.int64))] = True
+        scores[~allowed] = -torch.inf
+
+    def evaluate_ratings(self, model: Recommender, test: Interactions, history: Interactions | None = None) -> dict:
+        """RMSE and MAE of a rating predictor on ``test``'s ratings."""
+        if not model.predicts_ratings:
+            raise ConfigError(f"{type(model).__name__} ranks items but does not predict ratings; "
+                              "RMSE/MAE apply to rating predictors only")
+        if test.rating is None:
+            raise ConfigError("RMSE/MAE need a test log with ratings")
+        users = test.active_users()
+        predicted = np.empty(len(test), dtype=np.float32)
+        for start_row in range(0, len(users), self.config.batch_size):
+            batch = users[start_row:start_row + self.config.batch_size]
+            scores = model.score(batch, None if history is None else history.histories(batch))
+            lo, hi = test.user_indptr[batch[0]], test.user_indptr[batch[-1] + 1]
+            row_of_user = np.full(test.n_users, -1)
+            row_of_user[batch] = np.arange(len(batch))
+            predicted[lo:hi] = scores[row_of_user[test.user_idx[lo:hi]], test.item_idx[lo:hi]]
+        return {"rmse": M.rmse(predicted, test.rating), "mae": M.mae(predicted, test.rating)}
+
+
+def _is_relevant(items: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:
+    """``items`` (rows x k, -1 = empty) against each row's target set."""
+    n_items = targets.shape[1]
+    target_keys = np.repeat(np.arange(targets.shape[0]), np.diff(targets.indptr)) * n_items + targets.indices
+    keys = np.arange(items.shape[0])[:, None] * n_items + items
+    return np.isin(keys, target_keys) & (items >= 0)

@@ -1,0 +1,230 @@
+"""The one interface every recloop model implements.
+
+A :class:`Recommender` is fitted on an :class:`~recloop.data.Interactions` log, then
+scores a batch of users against every item of the catalog. What a model knows of a user
+at scoring time is a :class:`~recloop.data.UserHistories` batch: by default the log it
+was fitted on, in offline evaluation the training plus validation log, in serving the
+live event log. ``recommend`` (top-k with the user's known items masked) and
+``similar_items`` are written once, here, on top of ``score``.
+
+Subclasses set ``name`` and ``config_class`` (a frozen dataclass of hyperparameters),
+and implement ``_fit``, ``_score`` and, for persistence, ``_get_state``/``_set_state``.
+Learned state ends in ``_``; hyperparameters never change after ``__init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+
+from recloop.data.features import Features
+from recloop.data.ids import IdMap
+from recloop.data.interactions import Interactions, UserHistories
+from recloop.errors import ConfigError, NotFittedError, closest
+
+UNKNOWN_USER = -1  # user_idx of a user the model was not fitted on (history only)
+
+
+class Recommender(ABC):
+    """Base class of all recommenders.
+
+    Parameters
+    ----------
+    config:
+        An instance of ``config_class``; or leave it out and pass hyperparameters as
+        keyword arguments (``EASE(l2=500)``).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    #: Whether ``score`` values estimate ratings (so RMSE/MAE make sense).
+    predicts_ratings: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None, **hyperparameters: Any):
+        if config is not None and hyperparameters:
+            raise ConfigError(f"{type(self).__name__}: pass either a config or keyword hyperparameters, not both")
+        if config is None:
+            config = build_config(self.config_class, hyperparameters, owner=type(self).__name__)
+        elif not isinstance(config, self.config_class):
+            raise ConfigError(f"{type(self).__name__} takes a {self.config_class.__name__}, "
+                              f"got {type(config).__name__}")
+        self.config = config
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
+        return f"{type(self).__name__}({fields})"
+
+    # --- fitting ----------------------------------------------------------------------------
+    def fit(self, train: Interactions, *, item_features: Features | None = None,
+            user_features: Features | None = None, valid: Interactions | None = None) -> Self:
+        """Learn from ``train`` (and side features, where the model uses them).
+
+        ``valid`` holds validation targets for models that stop early; their history is
+        ``train``. Every call starts from scratch. Returns ``self``.
+        """
+        if len(train) == 0:
+            raise ConfigError(f"{type(self).__name__}.fit() got an empty training log")
+        self.users_: IdMap = train.users
+        self.items_: IdMap = train.items
+        self.history_: Interactions = train
+        self.item_features_ = item_features
+        self.user_features_ = user_features
+        self._fit(train, valid)
+        return self
+
+    @abstractmethod
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        """Learn the model's state from ``train``; state attributes end in ``_``."""
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "history_")
+
+    def _check_fitted(self, action: str) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or Recommender.load() "
+                                 f"before {action}()")
+
+    @property
+    def n_users(self) -> int:
+        self._check_fitted("n_users")
+        return len(self.users_)
+
+    @property
+    def n_items(self) -> int:
+        self._check_fitted("n_items")
+        return len(self.items_)
+
+    # --- scoring ----------------------------------------------------------------------------
+    def score(self, user_idx: Sequence[int] | np.ndarray, history: UserHistories | None = None) -> np.ndarray:
+        """Scores of every item for each user: a ``(len(user_idx), n_items)`` float32 array.
+
+        ``history`` is what the model may know of each user (row ``r`` for
+        ``user_idx[r]``); by default the log the model was fitted on. Use
+        ``UNKNOWN_USER`` (-1) as the index of a user the model never saw: it is scored
+        from ``history`` alone. Higher is better; known items are *not* masked here.
+        """
+        self._check_fitted("score")
+        user_idx = np.asarray(user_idx, dtype=np.int64).reshape(-1)
+        if user_idx.size and (user_idx.max() >= self.n_users or user_idx.min() < UNKNOWN_USER):
+            bad = user_idx[(user_idx >= self.n_users) | (user_idx < UNKNOWN_USER)][0]
+            raise IndexError(f"user_idx {bad} is out of range for {type(self).__name__} with {self.n_users} users")
+        if history is None:
+            if (user_idx == UNKNOWN_USER).any():
+                raise ValueError("unknown users (user_idx -1) need an explicit history")
+            history = self.history_.histories(user_idx)
+        elif len(history) != len(user_idx):
+            raise ValueError(f"history has {len(history)} rows for {len(user_idx)} users")
+        scores = self._score(user_idx, history)
+        if isinstance(scores, torch.Tensor):
+            scores = scores.detach().to("cpu", torch.float32).numpy()
+        return np.asarray(scores, dtype=np.float32)
+
+    @abstractmethod
+    def _score(self, user_idx: np.ndarray, history: UserHistories) -> np.ndarray | torch.Tensor:
+        """``(len(user_idx), n_items)`` scores; rows of unknown users (-1) from history alone."""
+
+    def recommend(self, user_idx: Sequence[int] | np.ndarray, k: int = 10, history: UserHistories | None = None,
+                  exclude_known: bool = True, exclude: Sequence[Sequence[int]] | None = None,
+                  candidates: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for each user: ``(item_idx, scores)``, both ``(len(user_idx), k)``.
+
+        Items in the user's ``history`` are left out when ``exclude_known``; ``exclude``
+        lists more items per user to leave out; ``candidates`` restricts all users to a
+        set of items. Where fewer than ``k`` items remain, the rest is ``-1`` with score
+        ``-inf``.
+        """
+        user_idx = np.asarray(user_idx, dtype=np.int64).reshape(-1)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if history is None and self.is_fitted and not (user_idx == UNKNOWN_USER).any():
+            history = self.history_.histories(user_idx)
+        scores = torch.from_numpy(self.score(user_idx, history))
+        if exclude_known and history is not None:
+            mask_items(scores, history.indptr, history.item_idx)
+        if exclude is not None:
+            if len(exclude) != len(user_idx):
+                raise ValueError(f"exclude has {len(exclude)} rows for {len(user_idx)} users")
+            lists = UserHistories.from_lists(exclude, self.n_items)
+            mask_items(scores, lists.indptr, lists.item_idx)
+        if candidates is not None:
+            allowed = torch.zeros(self.n_items, dtype=torch.bool)
+            allowed[torch.as_tensor(np.asarray(candidates, dtype=np.int64))] = True
+            scores[:, ~allowed] = -torch.inf
+        return top_k(scores, k)
+
+    def similar_items(self, item_idx: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most related to ``item_idx``: ``(item_idx, scores)``, each ``(k,)``.
+
+        By default: the scores the model gives an anonymous user whose whole history is
+        that one item ("people who liked X also liked"). Embedding models override this
+        with cosine similarity.
+        """
+        self._check_fitted("similar_items")
+        if not 0 <= item_idx < self.n_items:
+            raise IndexError(f"item_idx {item_idx} is out of range for {self.n_items} items")
+        history = UserHistories.from_lists([[item_idx]], self.n_items)
+        items, scores = self.recommend([UNKNOWN_USER], k, history=history)
+        return items[0], scores[0]
+
+    # --- persistence ------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save (names are free; values numpy arrays)."""
+        return {}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``_get_state`` returned."""
+
+    def save(self, path: str | Path, metrics: dict | None = None, extra: dict | None = None) -> Path:
+        """Write this fitted model as an artifact directory (see :mod:`recloop.artifact`)."""
+        from recloop.artifact import save_artifact
+
+        self._check_fitted("save")
+        return save_artifact(self, Path(path), metrics=metrics, extra=extra)
+
+    @staticmethod
+    def load(path: str | Path) -> Recommender:
+        """Load any model saved with :meth:`save`."""
+        from recloop.artifact import load_artifact
+
+        return load_artifact(Path(path)).model
+
+
+def build_config(config_class: type, values: dict[str, Any], owner: str) -> Any:
+    """Instantiate a config dataclass, naming unknown keys and the closest valid ones."""
+    names = [f.name for f in dataclasses.fields(config_class)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{owner} has no hyperparameter {key!r}{closest(key, names)}; "
+                              f"valid ones are {names}")
+    try:
+        return config_class(**values)
+    except TypeError as error:
+        raise ConfigError(f"{owner}: {error}") from None
+
+
+def mask_items(scores: torch.Tensor, indptr: np.ndarray, item_idx: np.ndarray, value: float = -torch.inf) -> None:
+    """Set ``scores[r, item_idx[indptr[r]:indptr[r+1]]] = value`` for every row, in place."""
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    if len(rows):
+        scores[torch.from_numpy(rows), torch.from_numpy(np.asarray(item_idx, dtype=np.int64))] = value
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-``k`` by score, highest first; masked (-inf) slots become item -1."""
+    k_eff = min(k, scores.shape[1])
+    values, indices = torch.topk(scores, k_eff, dim=1)
+    items = indices.numpy().astype(np.int64)
+    values = values.numpy()
+    items[~np.isfinite(values)] = -1
+    if k_eff < k:
+        pad = k - k_eff
+        items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
+        values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return items, values.astype(np.float32)
