@@ -34,6 +34,6 @@ class NotFittedError(RecloopError):
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:
-    """A ``"; did you mean 'x'?"`` suffix naming the closest candidate, or ``""``."""
+    """A ``" (did you mean 'x'?)"`` suffix naming the closest candidate, or ``""``."""
     match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -13,17 +13,26 @@ from recloop.data import SyntheticConfig, generate
 DATA_DIR = Path(os.environ.get("RECLOOP_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 
 
+REQUIRE_DATA = os.environ.get("RECLOOP_REQUIRE_DATA") == "1"  # CI: missing data fails instead of skipping
+
+
+def missing(reason: str) -> None:
+    if REQUIRE_DATA:
+        pytest.fail(reason + " and RECLOOP_REQUIRE_DATA=1")
+    pytest.skip(reason)
+
+
 def dataset_path(name: str) -> Path:
     path = DATA_DIR / name
     if not path.exists():
-        pytest.skip(f"dataset {name} not found under {DATA_DIR} (set RECLOOP_DATA_DIR)")
+        missing(f"dataset {name} not found under {DATA_DIR} (set RECLOOP_DATA_DIR)")
     return path
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA_DIR.exists():
-        pytest.skip(f"no dataset directory at {DATA_DIR} (set RECLOOP_DATA_DIR)")
+        missing(f"no dataset directory at {DATA_DIR} (set RECLOOP_DATA_DIR)")
     return DATA_DIR
 
 

@@ -26,7 +26,7 @@ import torch
 from recloop.data.features import Features
 from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions, UserHistories
-from recloop.errors import ConfigError, NotFittedError, closest
+from recloop.errors import ConfigError, NotFittedError
 
 UNKNOWN_USER = -1  # user_idx of a user the model was not fitted on (history only)
 
@@ -45,6 +45,9 @@ class Recommender(ABC):
     config_class: ClassVar[type]
     #: Whether ``score`` values estimate ratings (so RMSE/MAE make sense).
     predicts_ratings: ClassVar[bool] = False
+    #: Whether ``fit`` uses its ``valid`` argument (early stopping): such models are not
+    #: refitted on training plus validation after model selection.
+    uses_validation: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, **hyperparameters: Any):
         if config is not None and hyperparameters:
@@ -197,16 +200,10 @@ class Recommender(ABC):
 
 
 def build_config(config_class: type, values: dict[str, Any], owner: str) -> Any:
-    """Instantiate a config dataclass, naming unknown keys and the closest valid ones."""
-    names = [f.name for f in dataclasses.fields(config_class)]
-    for key in values:
-        if key not in names:
-            raise ConfigError(f"{owner} has no hyperparameter {key!r}{closest(key, names)}; "
-                              f"valid ones are {names}")
-    try:
-        return config_class(**values)
-    except TypeError as error:
-        raise ConfigError(f"{owner}: {error}") from None
+    """Instantiate a config dataclass, checking names (closest valid one suggested) and types."""
+    from recloop.config import from_dict  # config imports the model registry
+
+    return from_dict(config_class, values, f"{owner}.")
 
 
 def mask_items(scores: torch.Tensor, indptr: np.ndarray, item_idx: np.ndarray, value: float = -torch.inf) -> None:

@@ -1,0 +1,296 @@
+"""The ``recloop`` command line: a thin layer over :mod:`recloop.experiment`.
+
+Configs name experiments; flags override their fields: ``--set model.l2=300`` or the
+shorthand ``--model.l2=300``. The environment is read here and only here:
+``RECLOOP_DATA_DIR`` (where datasets are looked for), ``RECLOOP_CACHE_DIR`` (where
+downloads go) and ``RECLOOP_OFFLINE=1`` (never download).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from recloop.errors import RecloopError
+
+COMMANDS: dict[str, callable] = {}
+
+
+def command(name: str):
+    def register(function):
+        COMMANDS[name] = function
+        return function
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recloop", description="Recommender loop: data, models, evaluation, serving.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_options(p):
+        p.add_argument("--data-dir", default=os.environ.get("RECLOOP_DATA_DIR"),
+                       help="folder holding datasets by name (default: $RECLOOP_DATA_DIR)")
+        p.add_argument("--cache-dir", default=os.environ.get("RECLOOP_CACHE_DIR"),
+                       help="download cache (default: $RECLOOP_CACHE_DIR or ~/.cache/recloop/datasets)")
+        p.add_argument("--offline", action="store_true", default=os.environ.get("RECLOOP_OFFLINE") == "1",
+                       help="never download (default: $RECLOOP_OFFLINE=1)")
+
+    def experiment_options(p):
+        p.add_argument("config", help="experiment TOML file (see configs/)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set model.l2=300 (repeatable)")
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+        data_options(p)
+
+    p = sub.add_parser("data", help="describe a dataset: counts, sparsity, popularity curve")
+    p.add_argument("dataset", help="known name (ml-100k, amazon-beauty, ...) or a path")
+    p.add_argument("--format", default=None)
+    p.add_argument("--json", dest="json_path", default=None, help="also write the description as JSON")
+    data_options(p)
+
+    p = sub.add_parser("train", help="fit the config's model, evaluate it, save the artifact")
+    experiment_options(p)
+    p.add_argument("--output", "-o", required=True, help="artifact directory to write")
+    p.add_argument("--model", default=None, help="pick one model of a multi-model config by name or label")
+
+    p = sub.add_parser("evaluate", help="fit and evaluate the config's model; print and save metrics")
+    experiment_options(p)
+    p.add_argument("--json", dest="json_path", default=None, help="write metrics JSON here")
+    p.add_argument("--model", default=None, help="pick one model of a multi-model config by name or label")
+
+    p = sub.add_parser("compare", help="several models on one split: table, artifacts, HTML report")
+    experiment_options(p)
+    p.add_argument("--output", "-o", default=None, help="folder for artifacts, results.json and report.html")
+    p.add_argument("--json", dest="json_path", default=None, help="write all metrics as JSON here")
+
+    p = sub.add_parser("recommend", help="top-k items for a user (or a list of recent items) from an artifact")
+    p.add_argument("artifact")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="external user id")
+    who.add_argument("--items", help="comma-separated external item ids of an anonymous user, oldest first")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Turn ``--model.l2=300`` / ``--model.l2 300`` into ``--set model.l2=300``."""
+    out, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and "." in arg.split("=", 1)[0] and not arg.startswith("--set"):
+            key = arg[2:]
+            if "=" not in key:
+                if i + 1 >= len(argv):
+                    raise RecloopError(f"override {arg} needs a value")
+                key, i = f"{key}={argv[i + 1]}", i + 1
+            overrides.append(key)
+        else:
+            out.append(arg)
+        i += 1
+    return out, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        argv, overrides = split_overrides(argv)
+        args = build_parser().parse_args(argv)
+        if hasattr(args, "set"):
+            args.set = args.set + overrides
+        elif overrides:
+            raise RecloopError(f"'{args.command}' takes no config overrides ({overrides[0]})")
+        return COMMANDS[args.command](args) or 0
+    except RecloopError as error:
+        if debug:
+            raise
+        print(f"recloop: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recloop: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # an unexpected failure still gets one readable line
+        if debug:
+            raise
+        print(f"recloop: internal error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+# --- commands ---------------------------------------------------------------------------------------
+def _load(args):
+    from recloop.config import load_config
+
+    return load_config(args.config, args.set)
+
+
+def _prepare(args, config):
+    from recloop.experiment import prepare_data
+
+    data = prepare_data(config, data_dir=args.data_dir, cache_dir=args.cache_dir, download=not args.offline)
+    if not args.quiet:
+        parts = data.split.describe()
+        print(f"{data.dataset.name}: {len(data.dataset.interactions)} interactions, "
+              f"{data.dataset.interactions.n_users} users, {data.dataset.interactions.n_items} items; "
+              f"split {config.split.method}: train {parts['train']}, valid {parts['valid']}, test {parts['test']} "
+              f"({data.seconds:.1f}s)", file=sys.stderr)
+    return data
+
+
+def _pick(config, name: str | None):
+    import dataclasses
+
+    from recloop.errors import ConfigError
+
+    if name is None:
+        return config
+    chosen = [m for m in config.models if name in (m.name, m.label)]
+    if not chosen:
+        raise ConfigError(f"no model named {name!r} in {config.name}; it has "
+                          f"{[m.display_name for m in config.models]}")
+    return dataclasses.replace(config, models=(chosen[0],))
+
+
+def _print_run(run, file=sys.stdout):
+    from recloop.report import comparison_table
+
+    print(comparison_table({run.label: run.test}, {run.label: run.fit_seconds}), file=file)
+
+
+@command("data")
+def cmd_data(args) -> int:
+    from recloop.data import load_dataset
+
+    dataset = load_dataset(args.dataset, args.format, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                           download=not args.offline)
+    info = dataset.describe()
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        print(f"{key.ljust(width)}  {_describe_value(value)}")
+    counts = dataset.interactions.item_counts()
+    print("popularity curve (share of interactions held by the top x% of items):")
+    ordered = sorted(counts, reverse=True)
+    total = max(1, sum(ordered))
+    for pct in (1, 5, 10, 20, 50):
+        top = max(1, len(ordered) * pct // 100)
+        share = sum(ordered[:top]) / total
+        print(f"  top {pct:>2}%  {share:6.1%}  {'#' * int(share * 50)}")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(info, indent=1))
+    return 0
+
+
+def _describe_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_describe_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+@command("train")
+def cmd_train(args) -> int:
+    from recloop.experiment import run_model
+
+    config = _pick(_load(args), args.model)
+    data = _prepare(args, config)
+    run = run_model(config.model, data, config, progress=not args.quiet)
+    run.model.save(args.output, metrics=run.record(), extra={"experiment": config.to_dict()})
+    _print_run(run)
+    print(f"artifact written to {args.output}", file=sys.stderr)
+    return 0
+
+
+@command("evaluate")
+def cmd_evaluate(args) -> int:
+    from recloop.experiment import run_model
+
+    config = _pick(_load(args), args.model)
+    data = _prepare(args, config)
+    run = run_model(config.model, data, config, progress=not args.quiet)
+    _print_run(run)
+    if args.json_path:
+        record = {**run.record(), "experiment": config.to_dict(), "split": data.split.describe()}
+        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_path).write_text(json.dumps(record, indent=1))
+    return 0
+
+
+@command("compare")
+def cmd_compare(args) -> int:
+    from recloop.experiment import run_model
+    from recloop.report import comparison_table, write_html_report
+
+    config = _load(args)
+    if not config.models:
+        from recloop.errors import ConfigError
+
+        raise ConfigError(f"{args.config} lists no models; add [[models]] tables")
+    data = _prepare(args, config)
+    runs = {}
+    for spec in config.models:
+        start = time.perf_counter()
+        if not args.quiet:
+            print(f"fitting {spec.display_name} ...", file=sys.stderr)
+        run = run_model(spec, data, config, progress=not args.quiet)
+        runs[run.label] = run
+        if not args.quiet:
+            print(f"  {spec.display_name}: ndcg@10 {run.test.summary().get('ndcg@10', float('nan')):.4f} "
+                  f"({time.perf_counter() - start:.1f}s)", file=sys.stderr)
+    results = {label: run.test for label, run in runs.items()}
+    fit_seconds = {label: run.fit_seconds for label, run in runs.items()}
+    print(comparison_table(results, fit_seconds))
+    records = {"experiment": config.to_dict(), "split": data.split.describe(),
+               "models": {label: run.record() for label, run in runs.items()}}
+    if args.output:
+        output = Path(args.output)
+        for label, run in runs.items():
+            run.model.save(output / "models" / label, metrics=run.record(), extra={"experiment": config.to_dict()})
+        (output / "results.json").write_text(json.dumps(records, indent=1))
+        report = write_html_report(output / "report.html", f"recloop compare: {config.name}", results, fit_seconds,
+                                   data.split.train.item_counts(), data.dataset.describe(),
+                                   Path(args.config).read_text())
+        print(f"artifacts in {output / 'models'}, report at {report}", file=sys.stderr)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(records, indent=1))
+    return 0
+
+
+@command("recommend")
+def cmd_recommend(args) -> int:
+    import numpy as np
+
+    from recloop.artifact import load_artifact
+    from recloop.data.interactions import UserHistories
+    from recloop.models.base import UNKNOWN_USER
+
+    model = load_artifact(Path(args.artifact)).model
+    if args.user is not None:
+        user_idx = model.users_.index(args.user)
+        items, scores = model.recommend([user_idx], args.k)
+    else:
+        history_ids = [x.strip() for x in args.items.split(",") if x.strip()]
+        history = UserHistories.from_lists([model.items_.indices(history_ids)], model.n_items)
+        items, scores = model.recommend([UNKNOWN_USER], args.k, history=history)
+    titles = None
+    if model.item_features_ is not None and "title" in model.item_features_.text:
+        titles = model.item_features_.text["title"]
+    rows = [{"item_id": model.items_.id(i), "score": float(s), **({"title": str(titles[i])} if titles is not None else {})}
+            for i, s in zip(items[0], scores[0]) if i >= 0 and np.isfinite(s)]
+    if args.json:
+        print(json.dumps({"items": rows}, indent=1))
+    else:
+        for rank, row in enumerate(rows, 1):
+            print(f"{rank:>3}. {row['item_id']:<12} {row['score']:10.4f}  {row.get('title', '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

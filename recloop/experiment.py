@@ -1,0 +1,125 @@
+"""Running an experiment: load and preprocess data, split, fit (choosing hyperparameters
+on validation), evaluate on test. The CLI commands and the benchmarks are thin layers
+over :func:`prepare_data` and :func:`run_model`."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recloop.config import ExperimentConfig, ModelSpec
+from recloop.data.dataset import Dataset
+from recloop.data.loading import load_dataset
+from recloop.data.preprocess import preprocess
+from recloop.data.splits import Split, split
+from recloop.data.tabular import ColumnMapping
+from recloop.errors import ConfigError
+from recloop.evaluate.evaluator import EvaluationResult, Evaluator
+from recloop.models import Recommender, get_model_class
+
+
+@dataclass
+class PreparedData:
+    """A preprocessed dataset and its split."""
+
+    dataset: Dataset
+    split: Split
+    seconds: float = 0.0
+
+
+@dataclass
+class ModelRun:
+    """One model of an experiment: the fitted model and its evaluations."""
+
+    spec: ModelSpec
+    model: Recommender
+    params: dict
+    test: EvaluationResult
+    valid: EvaluationResult | None
+    fit_seconds: float
+    search: list[dict] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.spec.display_name
+
+    def record(self) -> dict:
+        """What goes into ``metrics.json`` and ``--json`` outputs."""
+        return {
+            "model": self.spec.name,
+            "label": self.label,
+            "params": self.params,
+            **self.test.to_dict(),
+            "valid_metrics": None if self.valid is None else self.valid.summary(),
+            "fit_seconds": self.fit_seconds,
+            "eval_seconds": self.test.seconds,
+            "search": self.search,
+        }
+
+
+def prepare_data(config: ExperimentConfig, data_dir: str | Path | None = None,
+                 cache_dir: str | Path | None = None, download: bool = True) -> PreparedData:
+    start = time.perf_counter()
+    d = config.data
+    dataset = load_dataset(d.dataset, d.format, data_dir=data_dir, cache_dir=cache_dir, download=download,
+                           columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep)
+    dataset = preprocess(dataset, config.preprocess)
+    parts = split(dataset.interactions, config.split)
+    if len(parts.test) == 0:
+        raise ConfigError(f"the {config.split.method} split of {dataset.name!r} left no test interactions")
+    return PreparedData(dataset, parts, time.perf_counter() - start)
+
+
+def build_model(spec: ModelSpec, overrides: dict | None = None) -> Recommender:
+    return get_model_class(spec.name)(**{**dict(spec.params), **(overrides or {})})
+
+
+def fit(model: Recommender, data: PreparedData, train, valid=None) -> float:
+    """Fit with the dataset's side features; returns the seconds taken."""
+    start = time.perf_counter()
+    model.fit(train, item_features=data.dataset.item_features, user_features=data.dataset.user_features,
+              valid=valid)
+    return time.perf_counter() - start
+
+
+def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, progress: bool = False) -> ModelRun:
+    """Choose hyperparameters on validation (if the spec has a grid), fit, evaluate on test."""
+    parts = data.split
+    evaluator = Evaluator(config.evaluation, item_features=data.dataset.item_features)
+    has_valid = len(parts.valid) > 0
+    search: list[dict] = []
+    chosen: dict = {}
+    if spec.grid:
+        if not has_valid:
+            raise ConfigError(f"model {spec.display_name!r} has a grid, but the split has no validation set; "
+                              "use split.method='leave-one-out' or split.valid_ratio > 0")
+        metric = config.evaluation.select_by
+        best = None
+        keys = list(spec.grid)
+        for values in itertools.product(*(spec.grid[k] for k in keys)):
+            candidate = dict(zip(keys, values))
+            model = build_model(spec, candidate)
+            seconds = fit(model, data, parts.train, parts.valid)
+            score = evaluator.evaluate(model, parts.valid, parts.train, progress=progress)[metric]
+            search.append({"params": candidate, metric: score, "fit_seconds": seconds})
+            if progress:
+                print(f"  {spec.display_name} {candidate}: valid {metric} = {score:.4f}")
+            if best is None or score > best:
+                best, chosen = score, candidate
+    model = build_model(spec, chosen)
+    uses_valid = model.uses_validation and has_valid
+    fit_seconds = fit(model, data, parts.train, parts.valid if uses_valid else None)
+    valid_result = None
+    if has_valid:
+        valid_result = evaluator.evaluate(model, parts.valid, parts.train, progress=progress)
+    train_log = parts.train
+    if config.refit and has_valid and not model.uses_validation:
+        # Refit on everything before the test period, with the chosen hyperparameters.
+        train_log = parts.history("test")
+        model = build_model(spec, chosen)
+        fit_seconds = fit(model, data, train_log)
+    test_result = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress)
+    params = {**dict(spec.params), **chosen}
+    return ModelRun(spec, model, params, test_result, valid_result, fit_seconds, search)
