@@ -105,14 +105,17 @@ class ExperimentConfig:
         out["models"] = [{"name": m.name, **dict(m.params), **({"grid": {k: list(v) for k, v in m.grid.items()}}
                                                               if m.grid else {}),
                           **({"label": m.label} if m.label else {})} for m in self.models]
-        return _drop_none(out)
+        return _plain(out)
 
 
-def _drop_none(value):
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+def _plain(value):
+    """JSON/TOML-able: nested dataclasses to dicts, tuples to lists, ``None`` dropped."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
-        return [_drop_none(v) for v in value]
+        return [_plain(v) for v in value]
     return value
 
 

@@ -10,6 +10,15 @@ live event log. ``recommend`` (top-k with the user's known items masked) and
 Subclasses set ``name`` and ``config_class`` (a frozen dataclass of hyperparameters),
 and implement ``_fit``, ``_score`` and, for persistence, ``_get_state``/``_set_state``.
 Learned state ends in ``_``; hyperparameters never change after ``__init__``.
+
+Optional capabilities, duck-typed (serving and evaluation use them when present):
+
+* ``item_vectors() -> (n_items, d)``: item embeddings (similar items, diversity, ANN index).
+* ``user_vectors(user_idx, history) -> (b, d)``: query vectors such that
+  ``score(user_idx, history) == user_vectors(...) @ item_vectors().T`` (up to a per-item
+  bias folded into an extra dimension), for approximate nearest-neighbour retrieval.
+* ``text_to_item_vectors(text_embeddings) -> (n, d)``: maps text embeddings of items the
+  model never saw into its item space, so cold items can be scored with ``user_vectors``.
 """
 
 from __future__ import annotations
