@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 def _load(args):
     from recloop.config import load_config
 
-    return load_config(args.config, args.set)
+    return load_config(args.config, args.set, select=getattr(args, "model", None))
 
 
 def _prepare(args, config):
@@ -144,24 +144,10 @@ def _prepare(args, config):
     return data
 
 
-def _pick(config, name: str | None):
-    import dataclasses
-
-    from recloop.errors import ConfigError
-
-    if name is None:
-        return config
-    chosen = [m for m in config.models if name in (m.name, m.label)]
-    if not chosen:
-        raise ConfigError(f"no model named {name!r} in {config.name}; it has "
-                          f"{[m.display_name for m in config.models]}")
-    return dataclasses.replace(config, models=(chosen[0],))
-
-
-def _print_run(run, file=sys.stdout):
+def _print_run(run):
     from recloop.report import comparison_table
 
-    print(comparison_table({run.label: run.test}, {run.label: run.fit_seconds}), file=file)
+    print(comparison_table({run.label: run.test}, {run.label: run.fit_seconds}))
 
 
 @command("data")
@@ -199,7 +185,7 @@ def _describe_value(value) -> str:
 def cmd_train(args) -> int:
     from recloop.experiment import run_model
 
-    config = _pick(_load(args), args.model)
+    config = _load(args)
     data = _prepare(args, config)
     run = run_model(config.model, data, config, progress=not args.quiet)
     run.model.save(args.output, metrics=run.record(), extra={"experiment": config.to_dict()})
@@ -212,7 +198,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from recloop.experiment import run_model
 
-    config = _pick(_load(args), args.model)
+    config = _load(args)
     data = _prepare(args, config)
     run = run_model(config.model, data, config, progress=not args.quiet)
     _print_run(run)

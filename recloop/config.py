@@ -120,8 +120,9 @@ def _plain(value):
 
 
 # --- loading --------------------------------------------------------------------------------------
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read an experiment TOML file and apply ``key.path=value`` overrides."""
+def load_config(path: str | Path, overrides: list[str] | None = None, select: str | None = None) -> ExperimentConfig:
+    """Read an experiment TOML file, keep only the model named or labelled ``select``
+    (if given), and apply ``key.path=value`` overrides."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -130,6 +131,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
     raw.setdefault("name", path.stem)
+    if select is not None:
+        tables = raw.get("models", [raw["model"]] if "model" in raw else [])
+        chosen = [t for t in tables if isinstance(t, dict) and select in (t.get("name"), t.get("label"))]
+        if not chosen:
+            names = [t.get("label") or t.get("name") for t in tables if isinstance(t, dict)]
+            raise ConfigError(f"no model named {select!r} in {path}{closest(select, names)}; it has {names}")
+        raw.pop("model", None)
+        raw["models"] = chosen[:1]
     for override in overrides or []:
         apply_override(raw, override)
     return experiment_from_dict(raw, source=str(path))

@@ -10,7 +10,7 @@ from recloop.data.download import KNOWN_DATASETS, locate
 from recloop.data.movielens import load_movielens_1m, load_movielens_100k, load_movielens_csv
 from recloop.data.synthetic import SyntheticConfig, generate
 from recloop.data.tabular import ColumnMapping, load_table
-from recloop.errors import DataError
+from recloop.errors import DataError, closest
 
 FORMATS = ("movielens-100k", "movielens-1m", "movielens", "amazon-sequences", "table")
 
@@ -37,8 +37,9 @@ def load_dataset(source: str | Path, format: str | None = None, *, data_dir: str
         path = locate(name, data_dir, cache_dir, download)
         format = format or KNOWN_DATASETS[name].format
     elif not path.exists():
-        known = ", ".join(sorted(KNOWN_DATASETS))
-        raise DataError(f"dataset {name!r} is neither a known name ({known}, synthetic) nor an existing path")
+        known = sorted(KNOWN_DATASETS) + ["synthetic"]
+        raise DataError(f"dataset {name!r} is neither a known name{closest(name, known)} nor an existing path; "
+                        f"known names are {', '.join(known)}")
     if path.is_dir() and name in KNOWN_DATASETS and KNOWN_DATASETS[name].format == "amazon-sequences":
         path = path / KNOWN_DATASETS[name].required[0]
     format = format or infer_format(path)

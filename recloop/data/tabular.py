@@ -60,4 +60,5 @@ def _as_epoch_seconds(values: pd.Series, path: Path, column: str) -> np.ndarray:
         position = int(np.argmax(parsed.isna().to_numpy()))
         where = f"line {values.index[position]}" if path.suffix != ".parquet" else f"row {position}"
         raise DataError(f"{path}, {where}: {column!r} is {values.iloc[position]!r}, expected a number or a date")
-    return (parsed.astype("int64") // 10**9).to_numpy(np.int64)
+    # Resolution-independent (pandas 3 parses to microseconds, pandas 2 to nanoseconds).
+    return ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)

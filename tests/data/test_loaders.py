@@ -1,0 +1,105 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from recloop.data import ColumnMapping, generate, load_dataset
+from recloop.data.download import KNOWN_DATASETS, locate
+from recloop.errors import DataError
+from tests.conftest import dataset_path
+
+
+def test_ml100k_counts_and_side_features(ml100k):
+    log = ml100k.interactions
+    assert (len(log), log.n_users, log.n_items) == (100_000, 943, 1682)
+    assert set(np.unique(log.rating)) == {1, 2, 3, 4, 5}
+    toy_story = log.items.index("1")
+    assert ml100k.item_features.text["title"][toy_story] == "Toy Story (1995)"
+    assert ml100k.item_features.categorical["genre"].labels(toy_story) == ["Animation", "Children's", "Comedy"]
+    user_1 = log.users.index("1")
+    assert ml100k.user_features.categorical["occupation"].labels(user_1) == ["technician"]
+    assert ml100k.user_features.categorical["age"].labels(user_1) == ["18-24"]
+
+
+def test_ml100k_latin1_titles(ml100k):
+    titles = ml100k.item_features.text["title"]
+    assert any("é" in t for t in titles)  # e.g. "Misérables" is Latin-1 encoded in u.item
+
+
+def test_movielens_csv_layout_with_tags(data_dir):
+    dataset_path("ml-latest-small")
+    with pytest.warns(UserWarning, match="no item features"):
+        dataset = load_dataset("ml-latest-small", data_dir=data_dir, download=False)
+    log = dataset.interactions
+    assert log.n_users >= 610 and len(log) >= 100_836
+    toy_story = log.items.index("1")
+    assert "pixar" in dataset.item_features.text["tags"][toy_story]
+    assert "Animation" in dataset.item_features.categorical["genre"].labels(toy_story)
+
+
+def test_amazon_sequences_keep_line_order(data_dir):
+    dataset_path("amazon-beauty")
+    log = load_dataset("amazon-beauty", data_dir=data_dir, download=False).interactions
+    assert (log.n_users, log.n_items, len(log)) == (22_363, 12_101, 198_502)
+    first = log.histories(np.array([log.users.index("2")])).row(0)
+    assert [log.items.id(i) for i in first] == ["6", "7", "8", "9", "10", "4", "11"]
+
+
+def test_generic_csv_and_parquet_with_column_mapping(tmp_path):
+    frame = pd.DataFrame({"uid": [1, 1, 2], "iid": ["a", "b", "a"], "stars": [4.0, 5.0, 3.0],
+                          "when": ["2024-01-01", "2024-01-02", "2024-01-03"]})
+    frame.to_csv(tmp_path / "log.csv", index=False)
+    frame.to_parquet(tmp_path / "log.parquet")
+    mapping = ColumnMapping(user="uid", item="iid", rating="stars", timestamp="when")
+    for name in ("log.csv", "log.parquet"):
+        log = load_dataset(tmp_path / name, columns=mapping).interactions
+        assert (len(log), log.n_users, log.n_items) == (3, 2, 2)
+        assert log.timestamp.tolist() == [1704067200, 1704153600, 1704240000]
+
+
+def test_malformed_rows_name_file_and_line(tmp_path):
+    bad = tmp_path / "u.data"
+    bad.write_text("1\t2\t3\t100\n1\t3\tfive\t200\n")
+    with pytest.raises(DataError, match=r"u\.data, line 2: 'rating' is 'five'"):
+        load_dataset(tmp_path)
+    bad.write_text("1\t2\t3\t100\n1\t3\n")
+    with pytest.raises(DataError, match=r"line 2: missing value"):
+        load_dataset(tmp_path)
+    csv = tmp_path / "log.csv"
+    csv.write_text("user_id,item_id\n1,2\n1,2,3\n")
+    with pytest.raises(DataError, match="log.csv"):
+        load_dataset(csv)
+    seq = tmp_path / "seq.txt"
+    seq.write_text("1 2 3\n7\n")
+    with pytest.raises(DataError, match=r"seq.txt, line 2: user '7' has no items"):
+        load_dataset(seq)
+
+
+def test_missing_dataset_offline_says_which_files_where(tmp_path):
+    with pytest.raises(DataError) as error:
+        locate("ml-100k", data_dir=tmp_path, cache_dir=tmp_path / "cache", download=False)
+    message = str(error.value)
+    assert "u.data" in message and "RECLOOP_DATA_DIR" in message and str(tmp_path) in message
+
+
+def test_unknown_dataset_name_suggests_closest():
+    with pytest.raises(DataError, match="did you mean 'ml-100k'"):
+        load_dataset("ml-100", download=False)
+
+
+def test_every_known_dataset_has_a_checksum():
+    for spec in KNOWN_DATASETS.values():
+        assert len(spec.sha256) == 64 and spec.url.startswith("https://")
+
+
+def test_synthetic_generator_plants_structure():
+    dataset = generate()
+    log = dataset.interactions
+    counts = np.sort(log.item_counts())[::-1]
+    assert counts[: len(counts) // 10].sum() > 2 * counts[-len(counts) // 10:].sum()  # skewed popularity
+    genre = dataset.item_features.categorical["genre"].matrix.toarray().argmax(1)
+    histories = log.histories()
+    same_topic = np.mean([np.bincount(genre[histories.row(u)]).max() / len(histories.row(u))
+                          for u in range(log.n_users)])
+    assert same_topic > 0.6  # users concentrate on their taste clusters
+    again = generate()
+    assert np.array_equal(again.interactions.item_idx, log.item_idx)

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from recloop.data import UserHistories, leave_one_out
+from recloop.errors import ConfigError, NotFittedError
+from recloop.models import EASE, UNKNOWN_USER, MostPopular, Recommender
+
+
+def test_ease_matches_the_closed_form_in_float64(synthetic):
+    train = synthetic.interactions
+    model = EASE(l2=25.0).fit(train)
+    x = train.to_csr().toarray().astype(np.float64)
+    p = np.linalg.inv(x.T @ x + 25.0 * np.eye(x.shape[1]))
+    expected = -p / np.diag(p)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(model.weights_, expected, atol=2e-5, rtol=1e-3)
+    assert np.all(np.diag(model.weights_) == 0)
+
+
+def test_popularity_scores_count_distinct_users(synthetic):
+    train = synthetic.interactions
+    model = MostPopular().fit(train)
+    np.testing.assert_array_equal(model.score([0])[0], train.item_counts())
+
+
+@pytest.mark.parametrize("make", [lambda: MostPopular(), lambda: EASE(l2=30.0)])
+def test_recommend_excludes_known_and_listed_items(synthetic, make):
+    train = synthetic.interactions
+    model = make().fit(train)
+    users = np.array([0, 5, 9])
+    items, scores = model.recommend(users, k=20)
+    for row, user in enumerate(users):
+        known = set(train.histories([user]).row(0))
+        assert not known & set(items[row])
+        assert np.all(np.diff(scores[row]) <= 0)
+    blocked = items[:, :3]
+    again, _ = model.recommend(users, k=20, exclude=blocked)
+    for row in range(len(users)):
+        assert not set(blocked[row]) & set(again[row])
+
+
+def test_batch_scores_equal_single_user_scores(synthetic):
+    model = EASE(l2=30.0).fit(synthetic.interactions)
+    batch = model.score(np.arange(10))
+    for user in range(10):
+        np.testing.assert_array_equal(batch[user], model.score([user])[0])
+
+
+def test_save_and_load_give_identical_scores(tmp_path, synthetic):
+    parts = leave_one_out(synthetic.interactions)
+    model = EASE(l2=30.0).fit(parts.train, item_features=synthetic.item_features)
+    model.save(tmp_path / "ease", metrics={"ndcg@10": 0.5})
+    again = Recommender.load(tmp_path / "ease")
+    assert isinstance(again, EASE) and again.config == model.config
+    np.testing.assert_array_equal(again.score(np.arange(20)), model.score(np.arange(20)))
+    assert again.items_ == model.items_ and again.item_features_.texts() == synthetic.item_features.texts()
+    assert not list(tmp_path.glob("*.pkl")) and (tmp_path / "ease" / "state.safetensors").exists()
+
+
+def test_unknown_user_is_scored_from_history(synthetic):
+    model = EASE(l2=30.0).fit(synthetic.interactions)
+    history = model.history_.histories([3])
+    np.testing.assert_allclose(model.score([UNKNOWN_USER], history), model.score([3]), rtol=1e-6)
+    with pytest.raises(ValueError, match="explicit history"):
+        model.score([UNKNOWN_USER])
+
+
+def test_similar_items_come_from_the_same_cluster(synthetic):
+    model = EASE(l2=30.0).fit(synthetic.interactions)
+    genre = synthetic.item_features.categorical["genre"].matrix.toarray().argmax(1)
+    items, _ = model.similar_items(0, k=5)
+    assert 0 not in items
+    assert np.mean(genre[items] == genre[0]) >= 0.8
+
+
+def test_errors_name_the_fix():
+    with pytest.raises(NotFittedError, match=r"EASE is not fitted; call fit\(\)"):
+        EASE().recommend([0])
+    with pytest.raises(ConfigError, match="did you mean 'l2'"):
+        EASE(l3=1.0)
+    with pytest.raises(ConfigError, match="l2 must be a number"):
+        EASE(l2="big")
+    with pytest.raises(ConfigError, match="positive"):
+        EASE(l2=-1.0)
+
+
+def test_recommend_pads_when_catalog_runs_out():
+    from recloop.data import Interactions
+
+    train = Interactions.from_ids(["a", "a", "b"], ["x", "y", "x"])
+    items, scores = MostPopular().fit(train).recommend([0], k=3)
+    assert items[0].tolist() == [-1, -1, -1] and np.isneginf(scores[0]).all()
+    history = UserHistories.from_lists([[0]], 2)
+    items, _ = MostPopular().fit(train).recommend([UNKNOWN_USER], k=3, history=history)
+    assert items[0].tolist() == [1, -1, -1]

@@ -1,0 +1,81 @@
+"""The CLI end to end, in-process, on synthetic data and ml-100k."""
+
+import json
+
+import pytest
+
+from recloop.cli import main
+
+CONFIG = """
+name = "cli-test"
+[data]
+dataset = "synthetic"
+[split]
+method = "leave-one-out"
+[evaluation]
+k = [10]
+[[models]]
+name = "popular"
+[[models]]
+name = "ease"
+l2 = 30.0
+"""
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_evaluate_writes_metrics_json(tmp_path, config, capsys):
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(config), "--model", "ease", "--json", str(out), "--quiet"]) == 0
+    record = json.loads(out.read_text())
+    assert 0 < record["metrics"]["ndcg@10"] <= 1 and "hr@10" in record["metrics"]
+    assert "ndcg@10" in capsys.readouterr().out
+
+
+def test_train_then_recommend(tmp_path, config, capsys):
+    artifact = tmp_path / "art"
+    assert main(["train", str(config), "--model", "ease", "--output", str(artifact), "--quiet",
+                 "--model.l2=10"]) == 0
+    assert json.loads((artifact / "model.json").read_text())["config"]["l2"] == 10.0
+    capsys.readouterr()
+    assert main(["recommend", str(artifact), "--user", "u1", "-k", "3", "--json"]) == 0
+    items = json.loads(capsys.readouterr().out)["items"]
+    assert len(items) == 3 and all(isinstance(x["item_id"], str) for x in items)
+    assert main(["recommend", str(artifact), "--items", "i1,i2", "-k", "2"]) == 0
+
+
+def test_compare_writes_table_artifacts_and_report(tmp_path, config, capsys):
+    out = tmp_path / "run"
+    assert main(["compare", str(config), "--output", str(out), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "popular" in table and "ease" in table
+    assert (out / "models" / "ease" / "model.json").exists()
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64") == 3 and "Paired tests" in report
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]) == {"popular", "ease"}
+
+
+def test_errors_are_one_line_not_tracebacks(tmp_path, config, capsys):
+    assert main(["evaluate", str(config), "--model", "ease", "--model.l3=1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("recloop: error:") and "did you mean 'l2'" in err and "Traceback" not in err
+    assert main(["evaluate", str(tmp_path / "missing.toml")]) == 2
+    artifact = tmp_path / "art"
+    main(["train", str(config), "--model", "popular", "--output", str(artifact), "--quiet"])
+    capsys.readouterr()
+    assert main(["recommend", str(artifact), "--user", "nobody"]) == 2
+    assert "unknown user id 'nobody'" in capsys.readouterr().err
+    assert main(["data", "ml-100", "--offline"]) == 2
+    assert "did you mean 'ml-100k'" in capsys.readouterr().err
+
+
+def test_data_describes_a_dataset(data_dir, capsys):
+    assert main(["data", "ml-100k", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "interactions           100000" in out and "popularity curve" in out

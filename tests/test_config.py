@@ -1,0 +1,68 @@
+import pytest
+
+from recloop.config import load_config
+from recloop.errors import ConfigError
+
+BASE = """
+name = "t"
+[data]
+dataset = "synthetic"
+[split]
+method = "leave-one-out"
+[model]
+name = "ease"
+l2 = 100
+[model.grid]
+l2 = [10, 100]
+[evaluation]
+k = 10
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_is_typed_and_round_trips(tmp_path):
+    config = load_config(write(tmp_path, BASE))
+    assert config.model.params == {"l2": 100.0} and config.model.grid == {"l2": (10.0, 100.0)}
+    assert config.evaluation.k == (10,)
+    assert config.to_dict()["models"] == [{"name": "ease", "l2": 100.0, "grid": {"l2": [10.0, 100.0]}}]
+
+
+def test_overrides_are_parsed_and_checked(tmp_path):
+    path = write(tmp_path, BASE)
+    config = load_config(path, ["model.l2=300", "split.seed=7", "evaluation.k=[5, 20]"])
+    assert config.model.params["l2"] == 300.0 and config.split.seed == 7 and config.evaluation.k == (5, 20)
+    with pytest.raises(ConfigError, match="'model.l3'.*did you mean 'l2'"):
+        load_config(path, ["model.l3=1"])
+    with pytest.raises(ConfigError, match="split.seed must be an integer"):
+        load_config(path, ["split.seed=seven"])
+
+
+@pytest.mark.parametrize("text, message", [
+    (BASE.replace("[split]", "[splt]"), "did you mean 'split'"),
+    (BASE.replace('name = "ease"', 'name = "eas"'), "unknown model 'eas'.*did you mean 'ease'"),
+    (BASE.replace("l2 = [10, 100]", "l2 = 5"), "grid.l2 must be a non-empty list"),
+    (BASE.replace("k = 10", 'k = ["ten"]'), r"evaluation.k\[0\] must be an integer"),
+    (BASE + "\n[preprocess]\nuser_core = true\n", "preprocess.user_core must be an integer"),
+    ("name = [", "invalid TOML"),
+])
+def test_bad_configs_name_the_field(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "configs").glob("*.toml")):
+        config = load_config(path)
+        assert config.models, path
