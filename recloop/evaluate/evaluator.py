@@ -24,7 +24,7 @@ from recloop.data.interactions import Interactions
 from recloop.errors import ConfigError, closest
 from recloop.evaluate import metrics as M
 from recloop.evaluate.stats import Interval, PairedTest, mean_confidence_interval, paired_test
-from recloop.models.base import Recommender, mask_items
+from recloop.models.base import Recommender, mask_items, stable_topk
 from recloop.utils import make_rng
 
 BEYOND_METRICS = ("coverage", "gini", "diversity", "novelty", "popularity", "long_tail")
@@ -176,7 +176,7 @@ class Evaluator:
                 self._restrict_to_sampled(scores, seen, target_csr[batch], rng)
             if cfg.exclude_known:
                 mask_items(scores, seen.indptr, seen.item_idx)
-            values, items = torch.topk(scores, min(k_max, n_items), dim=1)
+            values, items = stable_topk(scores, min(k_max, n_items))
             items = items.numpy()
             items[~torch.isfinite(values).numpy()] = -1
             rows = slice(start_row, start_row + len(batch))

@@ -222,10 +222,34 @@ def mask_items(scores: torch.Tensor, indptr: np.ndarray, item_idx: np.ndarray, v
         scores[torch.from_numpy(rows), torch.from_numpy(np.asarray(item_idx, dtype=np.int64))] = value
 
 
+def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise top-``k`` values and indices, highest first; equal scores are ordered by
+    item index, so a ranking never depends on ``k`` or on thread scheduling (plain
+    ``torch.topk`` breaks ties arbitrarily, which moves metrics of tie-heavy models
+    such as popularity)."""
+    extra = min(k + 1, scores.shape[1])
+    values, indices = torch.topk(scores, extra, dim=1)
+    kth = values[:, k - 1:k]
+    # Rows whose (k+1)-th value ties the k-th have tied items spilling past the cut.
+    spill = torch.nonzero(values[:, -1] == values[:, k - 1]).flatten() if extra > k else indices[:0, 0]
+    indices = indices[:, :k].contiguous()
+    if len(spill):
+        rows = scores[spill]
+        above, tied = rows > kth[spill], rows == kth[spill]
+        room = k - above.sum(dim=1, keepdim=True)
+        chosen = above | (tied & (torch.cumsum(tied, dim=1) <= room))  # lowest-index tied items
+        indices[spill] = torch.nonzero(chosen)[:, 1].view(len(spill), k)
+    # Ascending index first, then a stable sort by value: ties end up in index order.
+    indices = torch.sort(indices, dim=1).values
+    values = scores.gather(1, indices)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return values.gather(1, order), indices.gather(1, order)
+
+
 def top_k(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-``k`` by score, highest first; masked (-inf) slots become item -1."""
     k_eff = min(k, scores.shape[1])
-    values, indices = torch.topk(scores, k_eff, dim=1)
+    values, indices = stable_topk(scores, k_eff)
     items = indices.numpy().astype(np.int64)
     values = values.numpy()
     items[~np.isfinite(values)] = -1
