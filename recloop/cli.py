@@ -148,6 +148,9 @@ def _print_run(run):
     from recloop.report import comparison_table
 
     print(comparison_table({run.label: run.test}, {run.label: run.fit_seconds}))
+    errors = run.test.extra.get("rating_errors")
+    if errors:
+        print(f"rating prediction: RMSE {errors['rmse']:.4f}, MAE {errors['mae']:.4f}")
 
 
 @command("data")

@@ -121,5 +121,7 @@ def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, pro
         model = build_model(spec, chosen)
         fit_seconds = fit(model, data, train_log)
     test_result = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress)
+    if model.predicts_ratings and parts.test.rating is not None:
+        test_result.extra["rating_errors"] = evaluator.evaluate_ratings(model, parts.test, parts.history("test"))
     params = {**dict(spec.params), **chosen}
     return ModelRun(spec, model, params, test_result, valid_result, fit_seconds, search)

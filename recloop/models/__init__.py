@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from recloop.errors import ConfigError, closest
 from recloop.models.base import UNKNOWN_USER, Recommender
+from recloop.models.bias import Bias
 from recloop.models.ease import EASE
 from recloop.models.popularity import MostPopular
 
@@ -11,6 +12,7 @@ from recloop.models.popularity import MostPopular
 MODELS: dict[str, type[Recommender]] = {
     MostPopular.name: MostPopular,
     EASE.name: EASE,
+    Bias.name: Bias,
 }
 
 
@@ -21,4 +23,4 @@ def get_model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}{closest(name, MODELS)}; models are {sorted(MODELS)}") from None
 
 
-__all__ = ["EASE", "MODELS", "MostPopular", "Recommender", "UNKNOWN_USER", "get_model_class"]
+__all__ = ["Bias", "EASE", "MODELS", "MostPopular", "Recommender", "UNKNOWN_USER", "get_model_class"]

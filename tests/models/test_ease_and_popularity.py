@@ -93,3 +93,17 @@ def test_recommend_pads_when_catalog_runs_out():
     history = UserHistories.from_lists([[0]], 2)
     items, _ = MostPopular().fit(train).recommend([UNKNOWN_USER], k=3, history=history)
     assert items[0].tolist() == [1, -1, -1]
+
+
+def test_bias_predictor_by_hand_and_rmse(ml100k):
+    from recloop.data import Interactions, ratio_split
+    from recloop.evaluate import Evaluator
+    from recloop.models import Bias
+
+    log = Interactions.from_ids(["a", "a", "b"], ["x", "y", "x"], rating=np.array([5.0, 3.0, 4.0]))
+    model = Bias(user_damping=0.0, item_damping=0.0, iterations=1).fit(log)
+    # mu = 4; b_x = mean(1, 0) = 0.5, b_y = -1; b_a = mean(5-4-0.5, 3-4+1) = 0.25, b_b = 4-4-0.5 = -0.5
+    np.testing.assert_allclose(model.score([0, 1]), [[4.75, 3.25], [4.0, 2.5]], rtol=1e-6)
+    parts = ratio_split(ml100k.interactions, 0.2, seed=1)
+    errors = Evaluator().evaluate_ratings(Bias().fit(parts.train), parts.test)
+    assert 0.85 < errors["rmse"] < 1.0 and errors["mae"] < errors["rmse"]  # ~0.94 is typical on ml-100k
