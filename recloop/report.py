@@ -100,26 +100,30 @@ def _dict_table(info: dict) -> str:
 def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items())
     return str(value)
 
 
 def _metrics_table(results: dict[str, EvaluationResult], fit_seconds: dict[str, float]) -> str:
+    """Metrics as rows and models as columns: the table stays readable with many metrics."""
     first = next(iter(results.values()))
     names = list(first.summary())
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in ["model", *names, "fit s", "eval s"])
+    head = "".join(f"<th>{html.escape(label)}</th>" for label in ["metric", *results])
     body = []
-    for label, result in results.items():
-        summary = result.summary()
+    for name in names:
         cells = []
-        for name in names:
+        for result in results.values():
+            value = result.summary().get(name, float("nan"))
             if name in result.per_user:
-                interval = result.interval(name)
-                cells.append(f"{summary[name]:.4f}<br><small>±{interval.half_width:.4f}</small>")
+                cells.append(f"{value:.4f} <small>±{result.interval(name).half_width:.4f}</small>")
             else:
-                cells.append(f"{summary.get(name, float('nan')):.4f}")
-        cells += [f"{fit_seconds.get(label, float('nan')):.1f}", f"{result.seconds:.1f}"]
-        body.append(f"<tr><td>{html.escape(label)}</td>{''.join(f'<td>{c}</td>' for c in cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+                cells.append(f"{value:.4f}")
+        body.append(f"<tr><td>{html.escape(name)}</td>{''.join(f'<td>{c}</td>' for c in cells)}</tr>")
+    for name, values in (("fit seconds", [fit_seconds.get(label, float("nan")) for label in results]),
+                         ("evaluation seconds", [r.seconds for r in results.values()])):
+        body.append(f"<tr><td>{name}</td>{''.join(f'<td>{v:.1f}</td>' for v in values)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table><p><small>± is the half-width of the 95% confidence interval over users.</small></p>"
 
 
 def _paired_table(results: dict[str, EvaluationResult], best: str, metric: str) -> str:
