@@ -103,3 +103,37 @@ def test_synthetic_generator_plants_structure():
     assert same_topic > 0.6  # users concentrate on their taste clusters
     again = generate()
     assert np.array_equal(again.interactions.item_idx, log.item_idx)
+
+
+def test_movielens_1m_layout(tmp_path):
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "ratings.dat").write_text("1::10::5::978300760\n2::10::3::978302109\n2::20::4::978301968\n")
+    (folder / "movies.dat").write_bytes("10::Misérables, Les (1995)::Drama|Musical\n20::Heat (1995)::Action\n"
+                                        .encode("latin-1"))
+    (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    dataset = load_dataset(folder)
+    log = dataset.interactions
+    assert (len(log), log.n_users, log.n_items) == (3, 2, 2)
+    assert dataset.item_features.text["title"][log.items.index("10")] == "Misérables, Les (1995)"
+    assert dataset.user_features.categorical["occupation"].labels(log.users.index("1")) == ["K-12 student"]
+    assert dataset.user_features.categorical["age"].labels(log.users.index("2")) == ["56+"]
+
+
+def test_checksummed_download_and_offline_error(tmp_path):
+    import hashlib
+    import zipfile
+
+    from recloop.data.download import DatasetSpec, fetch
+
+    archive = tmp_path / "toy.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("toy/u.data", "1\t2\t3\t4\n")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    spec = DatasetSpec("toy", "movielens-100k", ("u.data",), (), archive.as_uri(), digest, "toy")
+    folder = fetch(spec, tmp_path / "cache")
+    assert (folder / "u.data").read_text() == "1\t2\t3\t4\n"
+    bad = DatasetSpec("bad", "movielens-100k", ("u.data",), (), archive.as_uri(), "0" * 64, "toy")
+    with pytest.raises(DataError, match="checksum mismatch"):
+        fetch(bad, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "bad").exists()
