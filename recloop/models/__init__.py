@@ -5,12 +5,17 @@ from __future__ import annotations
 from recloop.errors import ConfigError, closest
 from recloop.models.base import UNKNOWN_USER, Recommender
 from recloop.models.ease import EASE
+from recloop.models.gru4rec import GRU4Rec
+from recloop.models.neural import NeuralRecommender
 from recloop.models.popularity import MostPopular
+from recloop.models.sasrec import SASRec
 
 #: Every model by the name configs use. Add new models here.
 MODELS: dict[str, type[Recommender]] = {
     MostPopular.name: MostPopular,
     EASE.name: EASE,
+    SASRec.name: SASRec,
+    GRU4Rec.name: GRU4Rec,
 }
 
 
@@ -21,4 +26,5 @@ def get_model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}{closest(name, MODELS)}; models are {sorted(MODELS)}") from None
 
 
-__all__ = ["EASE", "MODELS", "MostPopular", "Recommender", "UNKNOWN_USER", "get_model_class"]
+__all__ = ["EASE", "GRU4Rec", "MODELS", "MostPopular", "NeuralRecommender", "Recommender", "SASRec", "UNKNOWN_USER",
+           "get_model_class"]
