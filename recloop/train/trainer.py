@@ -26,6 +26,7 @@ without validation) and is in eval mode, on the training device.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import warnings
@@ -45,6 +46,7 @@ from recloop.train.config import TrainerConfig
 from recloop.train.sampler import epoch_batches
 
 CHECKPOINT_VERSION = 1
+log = logging.getLogger("recloop.train")  # one INFO line per epoch (rank 0), for logs of long runs
 
 
 @runtime_checkable
@@ -277,6 +279,11 @@ class Trainer:
                                **({cfg.metric: f"{record.metric:.4f}"} if record.metric is not None else {}),
                                **({"best": f"{result.best_metric:.4f}@{result.best_epoch}"}
                                   if result.best_metric is not None else {}))
+            if main:
+                log.info("%s epoch %d: loss %.4f, lr %.2e, train %.1fs%s", self.name, epoch, record.loss, record.lr,
+                         record.train_seconds, "" if record.metric is None else
+                         f", valid {cfg.metric} {record.metric:.4f} ({record.valid_seconds:.1f}s), best "
+                         f"{result.best_metric:.4f}@{result.best_epoch}")
             for callback in callbacks:
                 callback(self, record)
             if stop:
