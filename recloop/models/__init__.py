@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from recloop.errors import ConfigError, closest
 from recloop.models.base import UNKNOWN_USER, Recommender
+from recloop.models.content import ContentBased
 from recloop.models.ease import EASE
+from recloop.models.genre_popularity import GenrePopularity
 from recloop.models.popularity import MostPopular
+from recloop.models.random import RandomRanker
 
 #: Every model by the name configs use. Add new models here.
 MODELS: dict[str, type[Recommender]] = {
     MostPopular.name: MostPopular,
     EASE.name: EASE,
+    ContentBased.name: ContentBased,
+    GenrePopularity.name: GenrePopularity,
+    RandomRanker.name: RandomRanker,
 }
 
 
@@ -21,4 +27,5 @@ def get_model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}{closest(name, MODELS)}; models are {sorted(MODELS)}") from None
 
 
-__all__ = ["EASE", "MODELS", "MostPopular", "Recommender", "UNKNOWN_USER", "get_model_class"]
+__all__ = ["ContentBased", "EASE", "GenrePopularity", "MODELS", "MostPopular", "RandomRanker", "Recommender",
+           "UNKNOWN_USER", "get_model_class"]
