@@ -131,17 +131,20 @@ class SequenceRecommender(NeuralRecommender):
     # --- text hook ------------------------------------------------------------------------------------
     def item_text_embeddings(self) -> np.ndarray:
         """``(n_items, d_text)`` text embeddings of the items, row ``i`` for ``item_idx`` i,
-        used when ``text_init`` is on: ``item_features_.texts()`` through the text encoder
-        of :mod:`recloop.text`. Override to supply other embeddings."""
-        if self.item_features_ is None:
+        used when ``text_init`` is on: ``item_features_.texts()`` through the cached
+        sentence-transformer of :mod:`recloop.text` (model ``text_model``, default
+        all-MiniLM-L6-v2). Override to supply other embeddings."""
+        if self.item_features_ is None or not self.item_features_.text:
             raise ConfigError(f"{self.name}.text_init needs item features with text; this dataset has none "
                               "(amazon-beauty ships no item text) - set text_init = false")
         try:
-            from recloop.text import encode_texts  # built on the neural-text branch
-        except ImportError:
-            raise ConfigError(f"{self.name}.text_init needs the text encoder (recloop.text), which this "
-                              "installation lacks") from None
-        return np.asarray(encode_texts(self.item_features_.texts()), dtype=np.float32)
+            from recloop.text import TextEncoder, embed_features
+        except ImportError as error:
+            raise ConfigError(f"{self.name}.text_init needs the text encoder (pip install 'recloop[text]'): "
+                              f"{error}") from None
+        model = getattr(self.config, "text_model", "")
+        encoder = TextEncoder(model=model) if model else TextEncoder()
+        return np.asarray(embed_features(self.item_features_, encoder), dtype=np.float32)
 
     def _text_tensor(self) -> torch.Tensor | None:
         text = getattr(self, "text_embeddings_", None)
