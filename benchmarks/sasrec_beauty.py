@@ -54,6 +54,7 @@ def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str 
             "best_epoch": trained.best_epoch,
             "epochs_run": len(trained.history),
             "seconds_per_epoch": trained.seconds_per_epoch,
+            "cpu_seconds_per_epoch": trained.cpu_seconds_per_epoch,
             "valid_seconds_median": statistics.median([r.valid_seconds for r in trained.history if r.metric is not None]
                                                       or [0.0]),
             "seconds_to_best": trained.seconds_to_best,
@@ -72,7 +73,7 @@ def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str 
             out.write_text(json.dumps(report, indent=1))
     runs = report["runs"]
     report["median"] = {key: statistics.median(r[key] for r in runs)
-                        for key in ("seconds_per_epoch", "seconds_to_best", "best_epoch")}
+                        for key in ("seconds_per_epoch", "cpu_seconds_per_epoch", "seconds_to_best", "best_epoch")}
     report["median"]["test"] = {k: statistics.median(r["test"][k] for r in runs) for k in runs[0]["test"]}
     if out is not None:
         out.write_text(json.dumps(report, indent=1))
