@@ -147,16 +147,41 @@ class LinearBandit:
 
     def _reset(self, arm_item: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         self._row = {int(item): r for r, item in enumerate(arm_item)}
-        self.arm_item_ = np.asarray(arm_item, dtype=np.int64)
-        self.a_ = np.asarray(a, dtype=np.float64)  # (arms, d, d): l2 I + sum x x'
-        self.b_ = np.asarray(b, dtype=np.float64)  # (arms, d): sum reward * x
-        self.a_inv_ = np.linalg.inv(self.a_) if len(self.a_) else self.a_.copy()
-        self.theta_ = np.einsum("mde,me->md", self.a_inv_, self.b_)
+        self._n = len(arm_item)
+        # Per-arm buffers grow by doubling, so a new item costs O(d^2), not a copy of all arms.
+        self._items = np.array(arm_item, dtype=np.int64)
+        self._a = np.array(a, dtype=np.float64)  # (arms, d, d): l2 I + sum x x'
+        self._b = np.array(b, dtype=np.float64)  # (arms, d): sum reward * x
+        self._a_inv = np.linalg.inv(self._a) if self._n else self._a.copy()
+        self._theta = np.einsum("mde,me->md", self._a_inv, self._b)
+
+    def _grow(self, new: int) -> None:
+        need = self._n + new
+        if need <= len(self._items):
+            return
+        capacity = max(need, 2 * len(self._items), 16)
+        for name in ("_items", "_a", "_b", "_a_inv", "_theta"):
+            old = getattr(self, name)
+            grown = np.zeros((capacity,) + old.shape[1:], dtype=old.dtype)
+            grown[:self._n] = old[:self._n]
+            setattr(self, name, grown)
 
     @property
     def n_arms(self) -> int:
         """Items with at least one observation."""
-        return len(self.arm_item_)
+        return self._n
+
+    @property
+    def arm_item_(self) -> np.ndarray:
+        return self._items[:self._n]
+
+    @property
+    def a_(self) -> np.ndarray:
+        return self._a[:self._n]
+
+    @property
+    def b_(self) -> np.ndarray:
+        return self._b[:self._n]
 
     # --- learning ----------------------------------------------------------------------------
     def _context(self, context: np.ndarray | Sequence[float], n: int, what: str) -> np.ndarray:
@@ -185,20 +210,19 @@ class LinearBandit:
         with self._lock:
             new = [int(i) for i in dict.fromkeys(items.tolist()) if int(i) not in self._row]
             if new:
-                start = len(self.arm_item_)
+                self._grow(len(new))
+                start, end = self._n, self._n + len(new)
                 self._row.update({item: start + j for j, item in enumerate(new)})
-                self.arm_item_ = np.concatenate([self.arm_item_, new])
-                prior = np.broadcast_to(self.config.l2 * np.eye(d), (len(new), d, d))
-                self.a_ = np.concatenate([self.a_, prior])
-                self.b_ = np.concatenate([self.b_, np.zeros((len(new), d))])
-                self.a_inv_ = np.concatenate([self.a_inv_, np.zeros((len(new), d, d))])  # set below
-                self.theta_ = np.concatenate([self.theta_, np.zeros((len(new), d))])
+                self._items[start:end] = new
+                self._a[start:end] = self.config.l2 * np.eye(d)
+                self._b[start:end] = 0.0
+                self._n = end
             rows = np.fromiter((self._row[int(i)] for i in items), dtype=np.int64, count=len(items))
-            np.add.at(self.a_, rows, np.einsum("md,me->mde", x, x))
-            np.add.at(self.b_, rows, rewards[:, None] * x)
+            np.add.at(self._a, rows, np.einsum("md,me->mde", x, x))
+            np.add.at(self._b, rows, rewards[:, None] * x)
             touched = np.unique(rows)
-            self.a_inv_[touched] = np.linalg.inv(self.a_[touched])
-            self.theta_[touched] = np.einsum("mde,me->md", self.a_inv_[touched], self.b_[touched])
+            self._a_inv[touched] = np.linalg.inv(self._a[touched])
+            self._theta[touched] = np.einsum("mde,me->md", self._a_inv[touched], self._b[touched])
 
     # --- choosing ----------------------------------------------------------------------------
     def index(self, item_idx: np.ndarray, context: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -213,8 +237,8 @@ class LinearBandit:
             variance = np.einsum("nd,nd->n", x, x) / c.l2  # the prior A^-1 = I / l2
             if seen.any():
                 xs = x[seen]
-                mean[seen] = np.einsum("nd,nd->n", self.theta_[rows[seen]], xs)
-                variance[seen] = np.einsum("nd,nde,ne->n", xs, self.a_inv_[rows[seen]], xs)
+                mean[seen] = np.einsum("nd,nd->n", self._theta[rows[seen]], xs)
+                variance[seen] = np.einsum("nd,nde,ne->n", xs, self._a_inv[rows[seen]], xs)
             width = c.alpha * np.sqrt(np.maximum(variance, 0.0))
             if c.policy == "ucb":
                 return mean + width
