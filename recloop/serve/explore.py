@@ -146,7 +146,9 @@ class LinearBandit:
         return f"LinearBandit(dim={c.dim}, policy={c.policy!r}, alpha={c.alpha}, arms={self.n_arms})"
 
     def _reset(self, arm_item: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-        self._row = {int(item): r for r, item in enumerate(arm_item)}
+        # item_idx -> arm row (-1: no arm yet), a dense array for vectorised lookups.
+        self._row = np.full(int(np.max(arm_item, initial=-1)) + 1, -1, dtype=np.int64)
+        self._row[np.asarray(arm_item, dtype=np.int64)] = np.arange(len(arm_item))
         self._n = len(arm_item)
         # Per-arm buffers grow by doubling, so a new item costs O(d^2), not a copy of all arms.
         self._items = np.array(arm_item, dtype=np.int64)
@@ -165,6 +167,13 @@ class LinearBandit:
             grown = np.zeros((capacity,) + old.shape[1:], dtype=old.dtype)
             grown[:self._n] = old[:self._n]
             setattr(self, name, grown)
+
+    def _rows(self, items: np.ndarray) -> np.ndarray:
+        """Arm row of each item, -1 for items without an arm (or negative)."""
+        inside = (items >= 0) & (items < len(self._row))
+        if inside.all():
+            return self._row[items]
+        return np.where(inside, self._row[np.where(inside, items, 0)] if len(self._row) else -1, -1)
 
     @property
     def n_arms(self) -> int:
@@ -208,16 +217,20 @@ class LinearBandit:
             raise ValueError(f"item_idx must be >= 0, got {items[items < 0][0]}")
         d = self.config.dim
         with self._lock:
-            new = [int(i) for i in dict.fromkeys(items.tolist()) if int(i) not in self._row]
-            if new:
+            new = np.unique(items[self._rows(items) < 0])
+            if len(new):
                 self._grow(len(new))
                 start, end = self._n, self._n + len(new)
-                self._row.update({item: start + j for j, item in enumerate(new)})
+                if new.max() >= len(self._row):
+                    grown = np.full(max(int(new.max()) + 1, len(self._row) + len(self._row) // 4), -1, np.int64)
+                    grown[:len(self._row)] = self._row
+                    self._row = grown
+                self._row[new] = np.arange(start, end)
                 self._items[start:end] = new
                 self._a[start:end] = self.config.l2 * np.eye(d)
                 self._b[start:end] = 0.0
                 self._n = end
-            rows = np.fromiter((self._row[int(i)] for i in items), dtype=np.int64, count=len(items))
+            rows = self._rows(items)
             np.add.at(self._a, rows, np.einsum("md,me->mde", x, x))
             np.add.at(self._b, rows, rewards[:, None] * x)
             touched = np.unique(rows)
@@ -231,7 +244,7 @@ class LinearBandit:
         x = self._context(context, len(items), "select")
         c = self.config
         with self._lock:
-            rows = np.fromiter((self._row.get(int(i), -1) for i in items), dtype=np.int64, count=len(items))
+            rows = self._rows(items)
             seen = rows >= 0
             mean = np.zeros(len(items))
             variance = np.einsum("nd,nd->n", x, x) / c.l2  # the prior A^-1 = I / l2
