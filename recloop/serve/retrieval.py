@@ -447,9 +447,13 @@ class FaissIndex:
         refine = self.config.refine if self.kind == "ivfpq" else 1
         fetch = min(n, want * refine)
         while True:
+            # Knobs go per call (SearchParameters), never into the shared index: concurrent
+            # searches with different fetch sizes must not change each other's beam.
             if self.kind == "hnsw":
-                self._index.hnsw.efSearch = max(self._ef_search, fetch)
-            scores, items = self._index.search(queries, fetch)
+                params = self._faiss.SearchParametersHNSW(efSearch=max(self._ef_search, fetch))
+            else:
+                params = self._faiss.SearchParametersIVF(nprobe=self._nprobe)
+            scores, items = self._index.search(queries, fetch, params=params)
             items = items.astype(np.int64, copy=False)
             if self.kind == "ivfpq":  # PQ scores are approximate: re-score exactly and re-sort
                 scores = np.einsum("bd,bkd->bk", queries, self._store.array[np.maximum(items, 0)])
@@ -469,8 +473,6 @@ class FaissIndex:
             if exhausted or ((~drop).sum(axis=1) >= k).all():
                 break
             fetch = min(n, 2 * fetch)
-        if self.kind == "hnsw":
-            self._index.hnsw.efSearch = self._ef_search
         # Kept items first, in score order (a stable sort of the drop flags).
         order = np.argsort(drop, axis=1, kind="stable")[:, :k]
         items = np.take_along_axis(items, order, 1)
