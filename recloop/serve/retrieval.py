@@ -658,6 +658,47 @@ class Retriever:
             scores[:, blocked] = -torch.inf
         return top_k(scores, k)
 
+    def similar_items(self, item_idx: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most similar to ``item_idx``: ``(item_idx, scores)``, each ``(k,)``.
+
+        With vectors: cosine similarity, so items added at runtime are found and can be
+        queried; exact over all items with an exact index, else the index' top
+        ``4k`` by inner product with the normalised vector, re-ranked by cosine. Without
+        vectors: the model's own ``similar_items``.
+        """
+        _check_k(k)
+        if self.index is None:
+            return self.model.similar_items(item_idx, k)
+        n = self.n_items
+        if not 0 <= item_idx < n:
+            raise IndexError(f"item_idx {item_idx} is out of range for {n} items")
+        vectors = self.index.vectors
+        norms = self._item_norms(vectors)
+        query = vectors[item_idx] / max(float(norms[item_idx]), 1e-12)
+        exclude = UserHistories(np.array([0, 1]), np.array([item_idx]), n)
+        if isinstance(self.index, ExactIndex):
+            scores = (torch.from_numpy(vectors) @ torch.from_numpy(query) / torch.from_numpy(norms))[None, :]
+            mask_items(scores, exclude.indptr, exclude.item_idx)
+            items, values = top_k(scores, k)
+            return items[0], values[0]
+        candidates, _ = self.index.search(query, min(n, 4 * k + 1), exclude=exclude)
+        candidates = candidates[0][candidates[0] >= 0]
+        cosine = np.einsum("cd,d->c", vectors[candidates], query) / norms[candidates]
+        order = np.argsort(-cosine, kind="stable")[:k]
+        items = np.full(k, -1, dtype=np.int64)
+        values = np.full(k, -np.inf, dtype=np.float32)
+        items[:len(order)], values[:len(order)] = candidates[order], cosine[order]
+        return items, values
+
+    def _item_norms(self, vectors: np.ndarray) -> np.ndarray:
+        """Norms of the item vectors, cached and extended as items are added."""
+        norms = getattr(self, "_norms", np.empty(0, np.float32))
+        if len(norms) < len(vectors):
+            new = np.linalg.norm(vectors[len(norms):], axis=1).astype(np.float32)
+            norms = np.maximum(np.concatenate([norms, new]), 1e-12)
+            self._norms = norms  # a whole-array swap: readers see the old or the new, both valid
+        return norms[:len(vectors)]
+
     def measure_recall(self, k: int = 10, n_queries: int = 500, seed: int = 0, exclude_known: bool = True) -> float:
         """Recall@``k`` of this retriever's index against exact search, on the query
         vectors of ``n_queries`` users sampled from the training log (1.0 when exact)."""
