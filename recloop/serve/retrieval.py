@@ -338,6 +338,7 @@ class FaissIndex:
         self._store = _VectorStore(vectors)
         self._lock = _ReadWriteLock()
         self._index = _index if _index is not None else self._build(vectors)
+        self._hnsw_params: dict[int, Any] = {}  # search parameters by beam width (creating one costs ~30 us)
         self.ef_search = config.hnsw_ef_search
         self.nprobe = config.ivf_nprobe
 
@@ -393,9 +394,10 @@ class FaissIndex:
     def ef_search(self, value: int) -> None:
         if value < 1:
             raise ConfigError(f"ef_search must be at least 1, got {value}")
-        self._ef_search = int(value)
-        if self.kind == "hnsw":
-            self._index.hnsw.efSearch = self._ef_search
+        with self._lock.write():
+            self._ef_search = int(value)
+            if self.kind == "hnsw":
+                self._index.hnsw.efSearch = self._ef_search
 
     @property
     def nprobe(self) -> int:
@@ -405,9 +407,10 @@ class FaissIndex:
     def nprobe(self, value: int) -> None:
         if value < 1:
             raise ConfigError(f"nprobe must be at least 1, got {value}")
-        self._nprobe = int(value)
-        if self.kind != "hnsw":
-            self._index.nprobe = self._nprobe
+        with self._lock.write():
+            self._nprobe = int(value)
+            if self.kind != "hnsw":
+                self._index.nprobe = self._nprobe
 
     def add(self, vectors: np.ndarray | torch.Tensor) -> np.ndarray:
         """Append item vectors (no retraining: IVF cells stay as trained); returns their indices."""
@@ -447,14 +450,11 @@ class FaissIndex:
         refine = self.config.refine if self.kind == "ivfpq" else 1
         fetch = min(n, want * refine)
         while True:
-            # Knobs go per call (SearchParameters), never into the shared index: concurrent
-            # searches with different fetch sizes must not change each other's beam.
-            if self.kind == "hnsw":
-                params = self._faiss.SearchParametersHNSW(efSearch=max(self._ef_search, fetch))
-            else:
-                params = self._faiss.SearchParametersIVF(nprobe=self._nprobe)
-            scores, items = self._index.search(queries, fetch, params=params)
-            items = items.astype(np.int64, copy=False)
+            scores, items = self._raw_search(queries, fetch)
+            if exclusions is None and allowed_mask is None and self.kind != "ivfpq":
+                # Common case: faiss' answer is ordered and complete, nothing to filter.
+                scores[items < 0] = -np.inf
+                return _pad(items, scores, k)
             if self.kind == "ivfpq":  # PQ scores are approximate: re-score exactly and re-sort
                 scores = np.einsum("bd,bkd->bk", queries, self._store.array[np.maximum(items, 0)])
                 scores[items < 0] = -np.inf
@@ -479,11 +479,21 @@ class FaissIndex:
         scores = np.take_along_axis(scores, order, 1).astype(np.float32, copy=False)
         dropped = np.take_along_axis(drop, order, 1)
         items[dropped], scores[dropped] = -1, -np.inf
-        if items.shape[1] < k:
-            pad = k - items.shape[1]
-            items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return items, scores
+        return _pad(items, scores, k)
+
+    def _raw_search(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss' top-``fetch``: ``(scores, int64 items)``. A beam wider than ``ef_search``
+        goes per call (SearchParameters), never into the shared index, so concurrent
+        searches do not change each other's beam."""
+        params = None
+        if self.kind == "hnsw" and fetch > self._ef_search:
+            params = self._hnsw_params.get(fetch)
+            if params is None:
+                if len(self._hnsw_params) > 256:
+                    self._hnsw_params.clear()
+                params = self._hnsw_params[fetch] = self._faiss.SearchParametersHNSW(efSearch=fetch)
+        scores, items = self._index.search(queries, fetch, params=params)
+        return scores, items.astype(np.int64, copy=False)
 
     # --- persistence: faiss' own binary format plus a .npy, no pickle --------------------------
     def save(self, directory: str | Path) -> Path:
@@ -513,6 +523,16 @@ class FaissIndex:
 
 
 Index = ExactIndex | FaissIndex
+
+
+def _pad(items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(items, float32 scores)`` cut or padded to ``k`` columns with ``-1``/``-inf``."""
+    items, scores = items[:, :k], scores[:, :k].astype(np.float32, copy=False)
+    if items.shape[1] < k:
+        pad = k - items.shape[1]
+        items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return items, scores
 
 
 def _check_k(k: int) -> None:
