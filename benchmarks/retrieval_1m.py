@@ -32,8 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recloop.serve.explore import EpsilonGreedy, LinearBandit  # noqa: E402
-from recloop.serve.rerank import (  # noqa: E402
+from recloop.serve.explore import EpsilonGreedy, LinearBandit
+from recloop.serve.rerank import (
     MMR,
     CategoryCap,
     CategoryFilter,
@@ -42,7 +42,7 @@ from recloop.serve.rerank import (  # noqa: E402
     VectorSimilarity,
     chain,
 )
-from recloop.serve.retrieval import ExactIndex, FaissIndex, RetrievalConfig, recall_at_k  # noqa: E402
+from recloop.serve.retrieval import ExactIndex, FaissIndex, RetrievalConfig, recall_at_k
 
 
 def rss_mb() -> float:
@@ -189,7 +189,7 @@ def run(config: dict, log=print, cache: Path | None = None) -> dict:
                 index.nprobe = value
             approx, _ = index.search(recall_queries, k)
             recall = recall_at_k(approx, truth)
-            latency = single_query_latency(lambda x: index.search(x, k), latency_queries, q["repeats"])
+            latency = single_query_latency(lambda x, index=index: index.search(x, k), latency_queries, q["repeats"])
             rows.append({"knob": "ef_search" if kind == "hnsw" else "nprobe", "value": value, "recall": recall,
                          **latency, "speedup_p50": exact_latency["p50_ms"] / latency["p50_ms"]})
             log(f"  {rows[-1]['knob']}={value}: recall@{k} {recall:.4f}, p50 {latency['p50_ms']:.3f} ms, "
@@ -202,7 +202,8 @@ def run(config: dict, log=print, cache: Path | None = None) -> dict:
             index.add(v)
             add_times.append(time.perf_counter() - start)
         known = [truth[i % len(truth)].tolist() + rng.integers(0, len(vectors), 90).tolist() for i in range(200)]
-        excl = single_query_latency(lambda x: index.search(x, k, exclude=[known[0]]), recall_queries[:200], 1)
+        excl = single_query_latency(lambda x, index=index, row=known[0]: index.search(x, k, exclude=[row]),
+                                    recall_queries[:200], 1)
         approx, _ = index.search(recall_queries[:200], k, exclude=known)
         exact_excl, _ = exact.search(recall_queries[:200], k, exclude=known)
         results["indexes"].append({
@@ -212,7 +213,6 @@ def run(config: dict, log=print, cache: Path | None = None) -> dict:
             "exclude100": {"recall": recall_at_k(approx, exact_excl), **excl}})
         log(f"  single add p50 {results['indexes'][-1]['add_ms_p50']:.3f} ms; with 100 exclusions "
             f"recall {results['indexes'][-1]['exclude100']['recall']:.4f}, p99 {excl['p99_ms']:.3f} ms")
-        del index
 
     results["rerank"] = rerank_latency(config["rerank"], vectors, rng)
     results["total_s"] = time.perf_counter() - started
@@ -260,23 +260,28 @@ def report(results: dict, command: str) -> str:
     k = q["k"]
     ex = results["exact"]
     ctl = results["control"]
-    lines = [f"Command: `{command}`  ", f"Machine: {results['machine']}; timed with {q['threads']} thread(s); "
-             f"latency = median over {q['repeats']} repeats of the p50/p99 of {q['n_latency']} single queries "
-             f"(wall clock, and CPU time of the searching thread); total run {results['total_s'] / 60:.1f} min.", "",
-             f"Exact search (torch matmul + top-k over all items): p50 {ex['p50_ms']:.2f} ms, "
-             f"p99 {ex['p99_ms']:.2f} ms, CPU p50 {ex['cpu_p50_ms']:.2f} ms.  ",
-             f"Control job (exact search over {q['control_items']} items, fixed work): wall p50 {ctl['p50_ms']:.2f} ms, "
-             f"p99 {ctl['p99_ms']:.2f} ms; CPU p50 {ctl['cpu_p50_ms']:.2f} ms, p99 {ctl['cpu_p99_ms']:.2f} ms "
-             f"(load average {ctl['load']}).", ""]
+    lines = [f"Command: `{command}`  ",
+             (f"Machine: {results['machine']}; timed with {q['threads']} thread(s); "
+              f"latency = median over {q['repeats']} repeats of the p50/p99 of {q['n_latency']} single queries "
+              f"(wall clock, and CPU time of the searching thread); total run {results['total_s'] / 60:.1f} min."),
+             "",
+             (f"Exact search (torch matmul + top-k over all items): p50 {ex['p50_ms']:.2f} ms, "
+              f"p99 {ex['p99_ms']:.2f} ms, CPU p50 {ex['cpu_p50_ms']:.2f} ms.  "),
+             (f"Control job (exact search over {q['control_items']} items, fixed work): "
+              f"wall p50 {ctl['p50_ms']:.2f} ms, p99 {ctl['p99_ms']:.2f} ms; CPU p50 {ctl['cpu_p50_ms']:.2f} ms, "
+              f"p99 {ctl['cpu_p99_ms']:.2f} ms (load average {ctl['load']})."),
+             ""]
     for ix in results["indexes"]:
         params = ", ".join(f"{key}={value}" for key, value in ix["params"].items())
-        lines += [f"**{ix['kind']}** ({params}): build {ix['build_s']:.0f} s, +{ix['rss_mb']:.0f} MB resident "
-                  f"(the faiss index, {ix['faiss_mb']:.0f} MB serialised; the {ix['vectors_copy_mb']:.0f} MB float32 vector array the index also reads is shared with the caller), "
-                  f"single-item add p50 {ix['add_ms_p50']:.3f} ms / p99 {ix['add_ms_p99']:.3f} ms; with 100 "
-                  f"excluded items per query: recall@{k} {ix['exclude100']['recall']:.3f}, "
-                  f"p99 {ix['exclude100']['p99_ms']:.2f} ms.", "",
-                  f"| {ix['sweep'][0]['knob']} | recall@{k} | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms "
-                  "| p50 speed-up vs exact | load avg | recall and p99 targets met |",
+        lines += [(f"**{ix['kind']}** ({params}): build {ix['build_s']:.0f} s, +{ix['rss_mb']:.0f} MB resident "
+                   f"(the faiss index, {ix['faiss_mb']:.0f} MB serialised; the {ix['vectors_copy_mb']:.0f} MB "
+                   "float32 vector array the index also reads is shared with the caller), "
+                   f"single-item add p50 {ix['add_ms_p50']:.3f} ms / p99 {ix['add_ms_p99']:.3f} ms; with 100 "
+                   f"excluded items per query: recall@{k} {ix['exclude100']['recall']:.3f}, "
+                   f"p99 {ix['exclude100']['p99_ms']:.2f} ms."),
+                  "",
+                  (f"| {ix['sweep'][0]['knob']} | recall@{k} | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms "
+                   "| p50 speed-up vs exact | load avg | recall and p99 targets met |"),
                   "|---|---|---|---|---|---|---|---|---|"]
         for row in ix["sweep"]:
             wall_ok = row["recall"] >= 0.95 and row["p99_ms"] <= 10

@@ -261,7 +261,7 @@ def test_concurrent_adds_and_searches(catalog):
             for r in range(60):
                 items, _ = index.search(queries[r % len(queries)], 10, exclude=[list(range(r))])
                 assert (items >= 0).all() and not np.isin(items, np.arange(r)).any()
-        except Exception as error:  # surfaced below: a thread's exception is otherwise lost
+        except Exception as error:  # noqa: BLE001 - surfaced below: a thread's exception is otherwise lost
             errors.append(error)
 
     threads = [threading.Thread(target=search) for _ in range(2)]
