@@ -1,0 +1,233 @@
+"""Candidate retrieval: exact and faiss indexes, exclusions, runtime adds, recall, Retriever."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from recloop.data.interactions import Interactions, UserHistories
+from recloop.errors import ConfigError
+from recloop.models import EASE, UNKNOWN_USER, Recommender
+from recloop.serve.retrieval import (
+    ExactIndex,
+    FaissIndex,
+    RetrievalConfig,
+    Retriever,
+    build_index,
+    measure_recall,
+    recall_at_k,
+)
+
+pytest.importorskip("faiss")
+
+
+@dataclass(frozen=True)
+class PureSVDConfig:
+    dim: int = 16
+
+
+class PureSVD(Recommender):
+    """A tiny vector model for tests: item vectors from a truncated SVD of the user-item
+    matrix, user vectors folded in as ``x_u V``; score = user vector . item vector."""
+
+    name = "puresvd-test"
+    config_class = PureSVDConfig
+
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        x = train.to_csr().toarray()
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        self.item_vectors_ = np.ascontiguousarray(vt[: self.config.dim].T, dtype=np.float32)
+
+    def item_vectors(self) -> np.ndarray:
+        return self.item_vectors_
+
+    def user_vectors(self, user_idx: np.ndarray, history: UserHistories) -> np.ndarray:
+        return np.asarray(history.to_csr() @ self.item_vectors_, dtype=np.float32)
+
+    def _score(self, user_idx: np.ndarray, history: UserHistories) -> np.ndarray:
+        return self.user_vectors(user_idx, history) @ self.item_vectors_.T
+
+
+def clustered(n: int, dim: int = 32, n_clusters: int = 50, seed: int = 0) -> np.ndarray:
+    """Vectors around cluster centres with varied norms, as trained embeddings look."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, dim))
+    vectors = centres[rng.integers(0, n_clusters, n)] + 0.5 * rng.normal(size=(n, dim))
+    return (vectors * rng.lognormal(0, 0.2, size=(n, 1))).astype(np.float32)
+
+
+def brute_force(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    both = clustered(5100)  # queries near the same cluster centres, as user vectors are
+    return both[:5000], both[5000:]
+
+
+# --- exact index ---------------------------------------------------------------------------------
+def test_exact_index_equals_brute_force_and_batch_equals_single(catalog):
+    vectors, queries = catalog
+    index = ExactIndex(vectors)
+    items, scores = index.search(queries, 10)
+    np.testing.assert_array_equal(items, brute_force(vectors, queries, 10))
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ vectors.T, items, 1), rtol=1e-5)
+    single, _ = index.search(queries[7], 10)
+    np.testing.assert_array_equal(single[0], items[7])
+
+
+def test_exact_index_exclusions_allowed_and_padding():
+    vectors = np.eye(4, dtype=np.float32) * np.array([[4.0], [3.0], [2.0], [1.0]], dtype=np.float32)
+    index = ExactIndex(vectors)
+    query = np.ones((2, 4), dtype=np.float32)
+    items, scores = index.search(query, 3, exclude=[[0], [1, 2]])
+    np.testing.assert_array_equal(items, [[1, 2, 3], [0, 3, -1]])
+    assert scores[1, 2] == -np.inf
+    items, _ = index.search(query, 2, allowed=[3, 1, 99], exclude=[[], [1]])
+    np.testing.assert_array_equal(items, [[1, 3], [3, -1]])
+
+
+def test_exact_index_add_makes_items_retrievable(catalog):
+    vectors, queries = catalog
+    index = ExactIndex(vectors[:100])
+    new = index.add(10 * queries[:3])  # far ahead of every other item for its own query
+    np.testing.assert_array_equal(new, [100, 101, 102])
+    assert len(index) == 103
+    items, _ = index.search(queries[:3], 1)
+    np.testing.assert_array_equal(items[:, 0], new)
+    for _ in range(40):  # many single adds: buffer grows, earlier rows intact
+        index.add(vectors[200])
+    np.testing.assert_array_equal(index.vectors[:100], vectors[:100])
+    assert len(index) == 143
+
+
+# --- faiss indexes -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_faiss_recall_against_exact(catalog, kind):
+    vectors, queries = catalog
+    index = FaissIndex(vectors, RetrievalConfig(hnsw_m=16, hnsw_ef_search=64, ivf_nlist=64, ivf_nprobe=16), kind)
+    recall = measure_recall(index, queries, k=10)
+    assert recall >= 0.95
+    # A weak setting measurably loses recall: the measurement is not vacuous.
+    if kind == "ivf":
+        index.nprobe = 1
+        assert measure_recall(index, queries, k=10) < min(recall, 0.97)
+
+
+def test_ivfpq_refines_to_high_recall(catalog):
+    vectors, queries = catalog
+    index = FaissIndex(vectors, RetrievalConfig(ivf_nlist=64, ivf_nprobe=16, pq_m=8, pq_bits=4, refine=8), "ivfpq")
+    assert measure_recall(index, queries, k=10) >= 0.8
+    items, scores = index.search(queries[:5], 10)  # re-scored exactly: scores are true dot products
+    np.testing.assert_allclose(scores, np.einsum("bd,bkd->bk", queries[:5], vectors[items]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_faiss_exclusions_are_overfetched(catalog, kind):
+    vectors, queries = catalog
+    index = FaissIndex(vectors, RetrievalConfig(hnsw_m=16, ivf_nlist=64, ivf_nprobe=16), kind)
+    top, _ = index.search(queries[:4], 50)
+    exclude = [top[r, :40] for r in range(4)]  # the 40 best of each row are known items
+    items, scores = index.search(queries[:4], 10, exclude=exclude)
+    assert (items >= 0).all()
+    for r in range(4):
+        assert not np.isin(items[r], exclude[r]).any()
+        np.testing.assert_array_equal(items[r], top[r, 40:50])  # the next best, in order
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_faiss_allowed_subset_and_add(catalog):
+    vectors, queries = catalog
+    index = FaissIndex(vectors, RetrievalConfig(hnsw_m=16, subset_exact_max=100))
+    allowed = np.arange(0, 5000, 100)
+    items, _ = index.search(queries[:3], 5, allowed=allowed)  # small: exact over the subset
+    np.testing.assert_array_equal(items, allowed[brute_force(vectors[allowed], queries[:3], 5)])
+    allowed = np.arange(0, 5000, 2)  # large: filtered index results
+    items, _ = index.search(queries[:3], 5, allowed=allowed)
+    assert (items % 2 == 0).all() and (items >= 0).all()
+    new = index.add(10 * queries[:2])
+    np.testing.assert_array_equal(new, [5000, 5001])
+    items, _ = index.search(queries[:2], 1)
+    np.testing.assert_array_equal(items[:, 0], new)
+
+
+def test_faiss_save_load_round_trip(catalog, tmp_path):
+    vectors, queries = catalog
+    index = FaissIndex(vectors[:1000], RetrievalConfig(ivf_nlist=16), "ivf")
+    index.add(vectors[1000:1010])
+    loaded = FaissIndex.load(index.save(tmp_path / "ix"), RetrievalConfig(ivf_nprobe=index.nprobe))
+    assert loaded.kind == "ivf" and len(loaded) == 1010
+    np.testing.assert_array_equal(loaded.search(queries, 10)[0], index.search(queries, 10)[0])
+
+
+def test_build_index_picks_exact_below_threshold(catalog):
+    vectors, _ = catalog
+    assert isinstance(build_index(vectors, RetrievalConfig(exact_max_items=5000)), ExactIndex)
+    ann = build_index(vectors, RetrievalConfig(exact_max_items=4999, ann="ivf"))
+    assert isinstance(ann, FaissIndex) and ann.kind == "ivf"
+    assert isinstance(build_index(vectors[:10], RetrievalConfig(index="hnsw")), FaissIndex)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="index"):
+        RetrievalConfig(index="annoy")
+    with pytest.raises(ConfigError, match="hnsw_m"):
+        RetrievalConfig(hnsw_m=0)
+    with pytest.raises(ConfigError, match="pq_m"):
+        FaissIndex(clustered(500, dim=30), RetrievalConfig(pq_m=8, ivf_nlist=4), "ivfpq")
+
+
+def test_recall_at_k_counts_overlap():
+    assert recall_at_k(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [4, 5, 6]])) == pytest.approx(5 / 6)
+
+
+# --- Retriever -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def svd(synthetic):
+    return PureSVD(dim=16).fit(synthetic.interactions)
+
+
+def test_retriever_with_vectors_matches_recommend(svd):
+    users = np.arange(20)
+    retriever = Retriever(svd)
+    assert retriever.uses_vectors and isinstance(retriever.index, ExactIndex)
+    items, scores = retriever.retrieve(users, 10)
+    expected_items, expected_scores = svd.recommend(users, 10)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(items[:, :3], expected_items[:, :3])
+    known = svd.history_.histories(users)
+    for r in range(len(users)):
+        assert not np.isin(items[r], known.row(r)).any()
+
+
+def test_retriever_hnsw_recall_and_cold_items(svd):
+    retriever = Retriever(svd, RetrievalConfig(exact_max_items=50, hnsw_m=8))
+    assert isinstance(retriever.index, FaissIndex)
+    assert retriever.measure_recall(k=10, n_queries=100) >= 0.95
+    # A cold item aligned with user 0's query becomes their first candidate at once; a
+    # history holding it (an event on the new item) excludes it and still scores.
+    query = retriever.user_vectors([0])
+    (new,) = retriever.add_items(100 * query / np.linalg.norm(query))
+    assert retriever.n_items == svd.n_items + 1
+    items, _ = retriever.retrieve([0], 5)
+    assert items[0, 0] == new
+    base = svd.history_.histories([0])
+    history = UserHistories.from_lists([list(base.row(0)) + [new]], retriever.n_items)
+    items, _ = retriever.retrieve([UNKNOWN_USER], 5, history=history)
+    assert new not in items[0] and (items[0] >= 0).all()
+
+
+def test_retriever_falls_back_to_full_scoring(synthetic):
+    model = EASE(l2=50).fit(synthetic.interactions)
+    retriever = Retriever(model)
+    assert retriever.index is None and not retriever.uses_vectors
+    users = np.arange(10)
+    items, scores = retriever.retrieve(users, 10, exclude=[[0, 1]] * 10, allowed=np.arange(60))
+    expected, expected_scores = model.recommend(users, 10, exclude=[[0, 1]] * 10, candidates=np.arange(60))
+    np.testing.assert_array_equal(items, expected)
+    np.testing.assert_allclose(scores, expected_scores)
+    with pytest.raises(ConfigError, match="item_vectors"):
+        retriever.add_items(np.zeros((1, 4)))
