@@ -107,8 +107,9 @@ class ColdStart:
                 self._catalog = embeddings
         return self._catalog
 
-    def add(self, embeddings: np.ndarray) -> None:
-        """Append the (normalised) embeddings of newly added cold items."""
+    def add(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """Append the embeddings of newly added cold items; returns their model item
+        vectors on the model path (for the retrieval index), else ``None``."""
         embeddings = normalise(np.atleast_2d(embeddings))
         vectors = None
         if self.model_path:
@@ -121,6 +122,7 @@ class ColdStart:
                 self.embeddings = np.vstack([self.embeddings, embeddings])
                 if vectors is not None:
                     self.item_vectors = np.vstack([self.item_vectors, vectors])
+        return vectors
 
     @property
     def n(self) -> int:
@@ -136,29 +138,31 @@ class ColdStart:
             parts.append(self.embeddings[cold])
         model_items = positives[positives < n_model]
         if len(model_items) and self._catalog_texts is not None:
-            catalog = self.catalog_embeddings()
-            parts.append(catalog[model_items])
+            parts.append(self.catalog_embeddings()[model_items])
         if not parts:
             return None
         return normalise(np.vstack(parts).mean(axis=0))
 
-    def scores(self, model_scores: np.ndarray, user_idx: int, history, positives: np.ndarray,
-               n_model: int, n_cold: int) -> np.ndarray:
-        """Scores of the first ``n_cold`` cold items, on the scale of ``model_scores``."""
+    def scores(self, user_vector: np.ndarray | None, positives: np.ndarray, n_model: int, n_cold: int,
+               sample: np.ndarray, sample_scores: np.ndarray) -> np.ndarray:
+        """Scores of the first ``n_cold`` cold items on the model's scale.
+
+        ``user_vector``: the model's query vector (model path), else ``None``.
+        ``sample``/``sample_scores``: catalog items and this user's model scores for them,
+        the reference of the quantile matching (all items for small catalogs).
+        """
         if n_cold == 0:
             return np.zeros(0, dtype=np.float32)
-        if self.model_path and len(history.item_idx):
-            query = np.asarray(self.model.user_vectors(np.asarray([user_idx]), history), dtype=np.float32)
-            return (self.item_vectors[:n_cold] @ query[0]).astype(np.float32)
+        if self.model_path and user_vector is not None:
+            return (self.item_vectors[:n_cold] @ user_vector).astype(np.float32)
         profile = self.profile(positives, n_model)
         if profile is None:
-            return np.full(n_cold, np.float32(np.median(model_scores)), dtype=np.float32)
+            return np.full(n_cold, np.float32(np.median(sample_scores)), dtype=np.float32)
         cosine = self.embeddings[:n_cold] @ profile
         catalog = self.catalog_embeddings()
-        reference = catalog @ profile if catalog is not None else None
-        if reference is None:
-            return np.quantile(model_scores, np.clip((cosine + 1.0) / 2.0, 0.0, 1.0)).astype(np.float32)
-        return quantile_match(cosine, reference, model_scores)
+        if catalog is None:
+            return np.quantile(sample_scores, np.clip((cosine + 1.0) / 2.0, 0.0, 1.0)).astype(np.float32)
+        return quantile_match(cosine, catalog[sample] @ profile, sample_scores)
 
     def content_scores(self, positives: np.ndarray, n_model: int, n_cold: int) -> np.ndarray | None:
         """Cosine scores of every catalog item (model items, then cold) for a user known

@@ -23,10 +23,14 @@ from recloop.models.base import UNKNOWN_USER
 from recloop.serve.catalog import Catalog
 from recloop.serve.coldstart import ColdStart, TextEmbedder
 from recloop.serve.events import EventPolicy, StoredEvent
+from recloop.serve.retrieval import RetrievalConfig, Retriever
 from recloop.serve.store import EventStore, StoredItem
+from recloop.utils import make_rng
 
 #: ``extra.json`` key of an artifact written by ``recloop retrain``: the last event id it folded in.
 EVENTS_THROUGH = "events_through"
+#: Catalog items the content path's quantile matching compares against (all, up to this many).
+CALIBRATION_SAMPLE = 4096
 
 
 @dataclass
@@ -59,7 +63,7 @@ class LiveState:
     """A loaded artifact plus the live log; see the module docstring."""
 
     def __init__(self, artifact: Artifact, policy: EventPolicy, embedder_factory: Callable[[], TextEmbedder],
-                 generation: int = 0):
+                 generation: int = 0, retrieval: RetrievalConfig = RetrievalConfig()):
         self.artifact = artifact
         self.model = artifact.model
         self.policy = policy
@@ -67,6 +71,12 @@ class LiveState:
         self.events_through = int(artifact.extra.get(EVENTS_THROUGH, 0))
         self.catalog = Catalog(self.model.items_, self.model.item_features_)
         self.cold = ColdStart(self.model, self.catalog.model_texts(), embedder_factory)
+        self.retriever = Retriever(self.model, retrieval)
+        n_model = self.catalog.n_model
+        sample = np.arange(n_model)
+        if n_model > CALIBRATION_SAMPLE:
+            sample = np.sort(make_rng(0).choice(n_model, CALIBRATION_SAMPLE, replace=False))
+        self.calibration_sample = sample  # catalog items the content path calibrates against
         self.users: dict[str, LiveUser] = {}
         self.last_event_id = self.events_through
         self.last_item_id = 0
@@ -79,9 +89,10 @@ class LiveState:
 
     @classmethod
     def load(cls, path: str | Path, store: EventStore, policy: EventPolicy,
-             embedder_factory: Callable[[], TextEmbedder], generation: int = 0) -> LiveState:
+             embedder_factory: Callable[[], TextEmbedder], generation: int = 0,
+             retrieval: RetrievalConfig = RetrievalConfig()) -> LiveState:
         """Load an artifact and bring it up to date with the store."""
-        state = cls(load_artifact(Path(path)), policy, embedder_factory, generation)
+        state = cls(load_artifact(Path(path)), policy, embedder_factory, generation, retrieval)
         state.catch_up(store)
         return state
 
@@ -125,7 +136,9 @@ class LiveState:
                 if embedding is None:
                     embedding = self.cold.embed([item.text])[0]
                 labels = {k: v for k, v in item.features.items() if k in self.catalog.feature_names}
-                self.cold.add(embedding[None, :])
+                vectors = self.cold.add(embedding[None, :])
+                if vectors is not None and self.retriever.uses_vectors:
+                    self.retriever.add_items(vectors)  # same order: catalog index == index position
                 self.catalog.add(item.item_id, item.title, labels)
 
     def apply_events(self, events: list[StoredEvent]) -> None:
@@ -200,16 +213,61 @@ class LiveState:
         return self.anonymous_view([self.catalog.id(item_index)])
 
     # --- scoring -------------------------------------------------------------------------------------
-    def score(self, view: UserView) -> tuple[np.ndarray, str]:
-        """Scores of every catalog item (model items, then cold ones) for ``view``, and
-        how they were made: ``model``, ``content`` or ``popularity``."""
-        n_cold = self.catalog.n_cold
-        n_model = self.n_model_items
-        if len(view.history.item_idx):
-            model_scores = self.model.score(np.asarray([view.user_idx]), view.history)[0]
-            cold = self.cold.scores(model_scores, view.user_idx, view.history, view.positives, n_model, n_cold)
-            return np.concatenate([model_scores, cold]), "model"
-        content = self.cold.content_scores(view.positives, n_model, n_cold) if n_cold else None
-        if content is not None:
-            return content, "content"
-        return np.concatenate([self.popularity, np.zeros(n_cold, np.float32)]), "popularity"
+    def candidates(self, view: UserView, n: int, exclude: np.ndarray | None = None,
+                   allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+        """The ``n`` best catalog items for ``view``: ``(item_idx, scores, source)``.
+
+        Leaves out ``view.known`` and ``exclude`` (catalog indices); ``allowed`` is an
+        optional boolean mask over the catalog (filters). ``source`` says how the scores
+        were made: ``model``, ``content`` (only cold items known) or ``popularity`` (no
+        signal). Fewer than ``n`` come back when fewer remain.
+        """
+        n_cold, n_model = self.catalog.n_cold, self.n_model_items
+        total = n_model + n_cold
+        blocked = view.known if exclude is None or not len(exclude) else np.union1d(view.known, exclude)
+        if not len(view.history.item_idx):
+            content = self.cold.content_scores(view.positives, n_model, n_cold) if n_cold else None
+            if content is not None:
+                return (*_top(content, n, blocked, allowed), "content")
+            scores = np.concatenate([self.popularity, np.zeros(n_cold, np.float32)])
+            return (*_top(scores, n, blocked, allowed), "popularity")
+        user = np.asarray([view.user_idx])
+        if self.retriever.uses_vectors:
+            query = self.retriever.user_vectors(user, view.history)[0]
+            allowed_idx = None if allowed is None else np.flatnonzero(allowed)
+            items, scores = self.retriever.retrieve(user, n, history=view.history, exclude_known=False,
+                                                    exclude=[blocked], allowed=allowed_idx)
+            items, scores = items[0], scores[0]
+            keep = items >= 0
+            items, scores = items[keep], scores[keep]
+            if n_cold and len(self.retriever.index) < total:  # cold items outside the index: content path
+                sample_scores = self.retriever.item_vectors[self.calibration_sample] @ query
+                cold = self.cold.scores(None, view.positives, n_model, n_cold, self.calibration_sample, sample_scores)
+                cold_idx, cold_scores = _top(cold, n, blocked - n_model, None if allowed is None else allowed[n_model:])
+                items = np.concatenate([items, cold_idx + n_model])
+                scores = np.concatenate([scores, cold_scores])
+                order = np.argsort(-scores, kind="stable")[:n]
+                items, scores = items[order], scores[order]
+            return items, scores, "model"
+        model_scores = self.model.score(user, view.history)[0]
+        cold = self.cold.scores(None, view.positives, n_model, n_cold, self.calibration_sample,
+                                model_scores[self.calibration_sample]) if n_cold else np.zeros(0, np.float32)
+        return (*_top(np.concatenate([model_scores, cold]), n, blocked, allowed), "model")
+
+
+def _top(scores: np.ndarray, n: int, blocked: np.ndarray, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``n`` largest finite ``scores`` outside ``blocked`` and
+    inside ``allowed``, best first (ties by index)."""
+    scores = np.array(scores, dtype=np.float32)  # a copy: masked in place
+    blocked = blocked[(blocked >= 0) & (blocked < len(scores))]
+    scores[blocked] = -np.inf
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    order = np.lexsort((top, -scores[top]))
+    top = top[order]
+    keep = np.isfinite(scores[top])
+    return top[keep].astype(np.int64), scores[top][keep]
