@@ -129,6 +129,12 @@ def search_items(service: Service, q: Annotated[str, Query(max_length=200)] = ""
     return {"items": service.search(q, limit)}
 
 
+@items.get("/features", response_model=dict[str, list[str]])
+def features(service: Service) -> dict:
+    """The catalog's categorical item features and their values (what ``filters`` take)."""
+    return service.features()
+
+
 @items.get("/items/{item_id}", response_model=ItemInfo, responses=ERRORS)
 def get_item(item_id: str, service: Service) -> dict:
     return service.item(item_id)

@@ -96,6 +96,10 @@ class Catalog:
     def feature_names(self) -> list[str]:
         return sorted(self._categorical)
 
+    def values(self, name: str) -> list[str]:
+        """The vocabulary of categorical feature ``name``."""
+        return list(self._categorical[name].values)
+
     def labels(self, name: str, index: int) -> list[str]:
         """The values of categorical feature ``name`` for one item (``[]`` if none)."""
         if name not in self._categorical:

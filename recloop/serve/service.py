@@ -29,6 +29,7 @@ from recloop.serve.coldstart import TextEmbedder, default_text_embedder
 from recloop.serve.events import EVENT_TYPES, Event
 from recloop.serve.pipeline import Pipeline, Query, Ranked
 from recloop.serve.settings import ServeSettings
+from recloop.serve.stages import RerankStage
 from recloop.serve.state import LiveState
 from recloop.serve.store import EventStore, ItemExistsError, NewItem, open_store
 
@@ -86,10 +87,10 @@ class RecommendationService:
         self.settings = settings
         self._owns_store = store is None
         self.store = store or open_store(settings.db, synchronous=settings.sqlite_synchronous)
-        self.pipeline = pipeline or Pipeline(settings.pipeline)
+        self.pipeline = pipeline or Pipeline(settings.pipeline, reranker=RerankStage(settings.rerank))
         self._embedder: TextEmbedder | None = None
         self._embedder_lock = threading.Lock()
-        self._factory = embedder_factory or (lambda: default_text_embedder(settings.text_model))
+        self._factory = embedder_factory or (lambda: default_text_embedder(settings.text_model, settings.text_cache))
         self._sync_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._following = False
@@ -193,6 +194,11 @@ class RecommendationService:
         self._check_k(limit, "limit")
         state = self.sync()
         return [self._item_info(state, i) for i in state.catalog.search(query, limit)]
+
+    def features(self) -> dict[str, list[str]]:
+        """The catalog's categorical features and their values (what ``filters`` accept)."""
+        state = self._state
+        return {name: state.catalog.values(name) for name in state.catalog.feature_names}
 
     def item(self, item_id: str) -> dict:
         state = self.sync()

@@ -16,6 +16,7 @@ from recloop.errors import ConfigError
 from recloop.serve.events import EventPolicy
 from recloop.serve.pipeline import PipelineConfig
 from recloop.serve.retrieval import RetrievalConfig
+from recloop.serve.stages import RerankConfig
 
 ENV_VAR = "RECLOOP_SERVE_SETTINGS"
 
@@ -50,7 +51,8 @@ class ServeSettings:
     in the ``X-API-Key`` header. ``sqlite_synchronous``: ``full`` (fsync each group
     commit) or ``normal``. ``watch``: seconds between checks of the artifact directory
     for a new version (0: no watching; ``POST /admin/reload`` always works).
-    ``text_model``: the text encoder for cold items (default: the bundled MiniLM).
+    ``text_model``: the text encoder for cold items (default: the bundled MiniLM);
+    ``text_cache``: its embedding cache folder (default ``~/.cache/recloop/embeddings``).
     ``torch_threads``: intra-op threads per process (1: requests run in parallel
     instead). ``host``/``port``/``workers``: for ``recloop serve``.
     """
@@ -64,11 +66,13 @@ class ServeSettings:
     sqlite_synchronous: str = "full"
     watch: float = 0.0
     text_model: str | None = None
+    text_cache: str | None = None
     torch_threads: int = 1
     limits: Limits = field(default_factory=Limits)
     policy: EventPolicy = field(default_factory=EventPolicy)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
