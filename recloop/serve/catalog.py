@@ -114,6 +114,25 @@ class Catalog:
             return None
         return self._features.texts()
 
+    def describe_new(self, title: str | None, text: str, labels: Mapping[str, Sequence[str]]) -> str:
+        """The encoder's line for a new item, shaped like the catalog's own lines
+        (:meth:`Features.describe_row`: ``"Title. genres: A, B"``) with ``text`` after,
+        so that new and catalog items are compared like with like. A text field named
+        after a categorical feature (``genres`` for ``genre``) takes its labels."""
+        parts = []
+        fields = list(self._features.text) if self._features is not None else []
+        for name in fields or (["title"] + list(self._categorical)):
+            if name == "title":
+                value = title or ""
+            else:
+                values = labels.get(name) or labels.get(name.rstrip("s")) or []
+                value = ", ".join(values)
+            if value.strip():
+                parts.append(value if name == "title" else f"{name}: {value}")
+        if text.strip() and text.strip() != (title or "").strip():
+            parts.append(text.strip())
+        return ". ".join(parts)
+
     def add(self, item_id: str, title: str | None, labels: Mapping[str, Sequence[str]]) -> int:
         """Append a cold item; returns its catalog index. Unknown feature values are an error."""
         self.check_labels(labels)

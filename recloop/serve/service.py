@@ -272,7 +272,7 @@ class RecommendationService:
             state.catalog.check_labels(features)
         except FilterError as error:
             raise InvalidRequestError(str(error)) from None
-        line = text if title is None or title in text else f"{title}. {text}"
+        line = state.catalog.describe_new(title, text, features)
         embedding = state.cold.embed([line])[0]
         self.store.add_item(NewItem(item_id, line, features, embedding, title))
         state = self.sync()

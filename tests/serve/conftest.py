@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from serve_helpers import hashing_embedder  # noqa: E402 -- tests/serve is on sys.path (rootdir-less layout)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -90,3 +92,50 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "events.db")
     return request.getfixturevalue("postgres_url")
+
+
+# --- artifacts and services ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def synthetic_artifact(tmp_path_factory):
+    """EASE on a small synthetic log with titles and a genre feature (120 items, 300 users)."""
+    from recloop.data import SyntheticConfig, generate
+    from recloop.models import EASE
+
+    data = generate(SyntheticConfig(n_users=300, n_items=120, n_clusters=6, mean_interactions=15, seed=1))
+    model = EASE(l2=50.0).fit(data.interactions, item_features=data.item_features)
+    return model.save(tmp_path_factory.mktemp("artifacts") / "synthetic-ease")
+
+
+@pytest.fixture(scope="session")
+def ml100k_artifact(tmp_path_factory):
+    """EASE (l2 500) on all of ml-100k, with titles and genres: the browser test's model."""
+    from recloop.data import load_dataset
+    from recloop.models import EASE
+
+    data_dir = Path(os.environ.get("RECLOOP_DATA_DIR", ROOT.parent / "shared" / "datasets"))
+    if not (data_dir / "ml-100k").exists():
+        missing(f"dataset ml-100k not found under {data_dir} (set RECLOOP_DATA_DIR)")
+    data = load_dataset("ml-100k", data_dir=data_dir, download=False)
+    model = EASE(l2=500.0).fit(data.interactions, item_features=data.item_features,
+                               user_features=data.user_features)
+    return model.save(tmp_path_factory.mktemp("artifacts") / "ml100k-ease")
+
+
+@pytest.fixture
+def make_service(tmp_path):
+    """``make_service(artifact, db=None, **settings)``: a RecommendationService with the
+    hashing embedder, closed after the test."""
+    from recloop.serve.service import RecommendationService
+    from recloop.serve.settings import ServeSettings
+
+    services = []
+
+    def make(artifact, db=None, **options):
+        settings = ServeSettings(artifact=str(artifact), db=str(db or tmp_path / "events.db"), **options)
+        service = RecommendationService(settings, embedder_factory=lambda: hashing_embedder)
+        services.append(service)
+        return service
+
+    yield make
+    for service in services:
+        service.close()
