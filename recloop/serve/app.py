@@ -239,11 +239,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over the limit: by ``Content-Length`` before reading, and by
-    counting for chunked bodies."""
-
-    class TooLarge(Exception):
-        pass
+    """413 for bodies over the limit: by ``Content-Length`` before reading; a body
+    without one (chunked) is read up to the limit first, then handed on."""
 
     def __init__(self, app, get_limit):
         self.app, self.get_limit = app, get_limit
@@ -252,37 +249,35 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.get_limit()
+        length = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > limit
+                    length = int(value)
                 except ValueError:
-                    too_big = False
-                if too_big:
-                    return await self._reject(send, limit)
-        received = 0
-        started = False
-
-        async def counting_receive():
-            nonlocal received
+                    length = None
+        if length is not None:
+            if length > limit:
+                return await self._reject(send, limit)
+            return await self.app(scope, receive, send)
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise self.TooLarge
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                return await self._reject(send, limit)
+            if not message.get("more_body", False):
+                break
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def replay():
+            return messages.pop(0) if messages else await receive()
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except self.TooLarge:
-            if not started:
-                await self._reject(send, limit)
+        await self.app(scope, replay, send)
 
     @staticmethod
     async def _reject(send, limit: int) -> None:
