@@ -371,5 +371,11 @@ class RecommendationService:
         self.close()
 
 
-__all__ = ["InvalidRequestError", "ItemExistsError", "Recommendation", "RecommendResult", "RecommendationService",
-           "UnknownIdError"]
+__all__ = [
+    "InvalidRequestError",
+    "ItemExistsError",
+    "RecommendResult",
+    "Recommendation",
+    "RecommendationService",
+    "UnknownIdError",
+]

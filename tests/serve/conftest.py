@@ -12,31 +12,14 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-
-from serve_helpers import hashing_embedder  # noqa: E402 -- tests/serve is on sys.path (rootdir-less layout)
+from serve_helpers import free_port, hashing_embedder, missing
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def missing(reason: str) -> None:
-    """Skip, or fail in CI (``RECLOOP_REQUIRE_DATA=1``), like the root conftest."""
-    if os.environ.get("RECLOOP_REQUIRE_DATA") == "1":
-        pytest.fail(reason + " and RECLOOP_REQUIRE_DATA=1")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _postgres_available() -> bool:

@@ -6,12 +6,12 @@ import threading
 
 import pytest
 from fastapi.testclient import TestClient
+from serve_helpers import hashing_embedder
 
 from recloop.serve.app import create_app, get_settings
 from recloop.serve.retrain import retrain
 from recloop.serve.service import RecommendationService
 from recloop.serve.settings import Limits, ServeSettings
-from serve_helpers import hashing_embedder
 
 
 def fast_service(settings: ServeSettings) -> RecommendationService:

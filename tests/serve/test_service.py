@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from serve_helpers import hashing_embedder
 
 from recloop.artifact import load_artifact
 from recloop.data.interactions import Interactions, UserHistories
@@ -18,7 +19,6 @@ from recloop.serve.retrain import retrain
 from recloop.serve.service import InvalidRequestError, ItemExistsError
 from recloop.serve.settings import Limits
 from recloop.serve.stages import RerankConfig
-from serve_helpers import hashing_embedder
 
 
 def ids(result) -> list[str]:
