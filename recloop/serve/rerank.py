@@ -233,23 +233,22 @@ class MMR:
         finite = np.isfinite(scores)
         low, high = (scores[finite].min(), scores[finite].max()) if finite.any() else (0.0, 0.0)
         relevance = np.where(finite, (scores - low) / (high - low) if high > low else 0.0, -1.0)
-        gain = self.lambda_ * relevance  # the relevance half of the objective, fixed
-        penalty = 1.0 - self.lambda_
-        sim = np.asarray(self.similarity(item_idx), dtype=np.float64)  # (n, n)
+        gain = self.lambda_ * relevance  # (n,) the relevance half of the objective
+        # objective_i = min over picked j of (gain_i - (1 - lambda) sim_ij), i.e. gain minus
+        # the largest redundancy; with the rows of ``pair`` precomputed, a step is one
+        # minimum and one argmax over n values.
+        pair = gain[None, :] - (1.0 - self.lambda_) * np.asarray(self.similarity(item_idx), dtype=np.float64)
         chosen = np.empty(k, dtype=np.int64)
-        taken = np.zeros(n, dtype=bool)
-        chosen[0] = int(np.argmax(gain))  # no redundancy yet: the most relevant goes first
-        taken[chosen[0]] = True
-        max_sim = sim[chosen[0]].copy()  # (n,) redundancy with the picked set
-        objective = np.empty(n)
-        for step in range(1, k):
-            np.multiply(max_sim, -penalty, out=objective)
-            objective += gain
-            objective[taken] = -np.inf
-            pick = int(np.argmax(objective))
+        pick = int(np.argmax(gain))  # no redundancy yet: the most relevant goes first
+        objective = pair[pick].copy()
+        for step in range(k):
             chosen[step] = pick
-            taken[pick] = True
-            np.maximum(max_sim, sim[pick], out=max_sim)
+            objective[pick] = -np.inf  # stays -inf under np.minimum: never picked twice
+            if step + 1 < k:
+                np.minimum(objective, pair[pick], out=objective)
+                pick = int(objective.argmax())
+        taken = np.zeros(n, dtype=bool)
+        taken[chosen] = True
         order = np.concatenate([chosen, np.flatnonzero(~taken)])
         return item_idx[order], scores[order]
 

@@ -22,9 +22,10 @@ plus the longest exclusion list and filters, fetching more if a row comes up sho
 :class:`Retriever` ties this to a model; a model without vectors is scored in full
 through ``model.score`` (exact, no index), so every model can serve.
 
-Every index keeps its own float32 copy of the vectors (``index.vectors``) for exact
-re-scoring, subset search, diversity and explanations: for faiss that doubles the memory
-of the raw vectors (the graph or lists come on top), see ``docs/retrieval.md``.
+Every index keeps a float32 array of the vectors (``index.vectors``: the caller's array
+when it is already float32 and contiguous) for exact re-scoring, subset search,
+diversity and explanations; a faiss index holds a second copy inside (flat codes), plus
+its graph or lists, see ``docs/retrieval.md``.
 """
 
 from __future__ import annotations
@@ -196,7 +197,9 @@ def _allowed_subset(allowed: Sequence[int] | np.ndarray | None, n: int) -> np.nd
 
 
 class _VectorStore:
-    """A float32 ``(n, d)`` array that grows by doubling, so adding one item is O(d)."""
+    """A float32 ``(n, d)`` array that grows geometrically, so adding one item is O(d)
+    amortised. It starts as the caller's array when that is float32 and contiguous (no
+    copy) and never writes into it: the first add moves to a private, larger buffer."""
 
     def __init__(self, vectors: np.ndarray):
         self._buffer = vectors
@@ -210,7 +213,9 @@ class _VectorStore:
         start, end = self._n, self._n + len(vectors)
         if end > len(self._buffer):
             # Views handed out earlier keep the old buffer alive and stay valid.
-            grown = np.empty((max(end, 2 * len(self._buffer), 16), self._buffer.shape[1]), dtype=np.float32)
+            # Grow by 1/4 (not 2x): a 1M-item catalog should not double its memory for one cold item.
+            capacity = max(end, len(self._buffer) + len(self._buffer) // 4 + 1024)
+            grown = np.empty((capacity, self._buffer.shape[1]), dtype=np.float32)
             grown[:start] = self._buffer[:start]
             self._buffer = grown
         self._buffer[start:end] = vectors
@@ -442,9 +447,13 @@ class FaissIndex:
         refine = self.config.refine if self.kind == "ivfpq" else 1
         fetch = min(n, want * refine)
         while True:
+            # Knobs go per call (SearchParameters), never into the shared index: concurrent
+            # searches with different fetch sizes must not change each other's beam.
             if self.kind == "hnsw":
-                self._index.hnsw.efSearch = max(self._ef_search, fetch)
-            scores, items = self._index.search(queries, fetch)
+                params = self._faiss.SearchParametersHNSW(efSearch=max(self._ef_search, fetch))
+            else:
+                params = self._faiss.SearchParametersIVF(nprobe=self._nprobe)
+            scores, items = self._index.search(queries, fetch, params=params)
             items = items.astype(np.int64, copy=False)
             if self.kind == "ivfpq":  # PQ scores are approximate: re-score exactly and re-sort
                 scores = np.einsum("bd,bkd->bk", queries, self._store.array[np.maximum(items, 0)])
@@ -464,8 +473,6 @@ class FaissIndex:
             if exhausted or ((~drop).sum(axis=1) >= k).all():
                 break
             fetch = min(n, 2 * fetch)
-        if self.kind == "hnsw":
-            self._index.hnsw.efSearch = self._ef_search
         # Kept items first, in score order (a stable sort of the drop flags).
         order = np.argsort(drop, axis=1, kind="stable")[:, :k]
         items = np.take_along_axis(items, order, 1)

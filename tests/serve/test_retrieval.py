@@ -231,3 +231,28 @@ def test_retriever_falls_back_to_full_scoring(synthetic):
     np.testing.assert_allclose(scores, expected_scores)
     with pytest.raises(ConfigError, match="item_vectors"):
         retriever.add_items(np.zeros((1, 4)))
+
+
+def test_concurrent_adds_and_searches(catalog):
+    import threading
+
+    vectors, queries = catalog
+    index = FaissIndex(vectors[:2000], RetrievalConfig(hnsw_m=8), "hnsw")
+    errors = []
+
+    def search():
+        try:
+            for r in range(60):
+                items, _ = index.search(queries[r % len(queries)], 10, exclude=[list(range(r))])
+                assert (items >= 0).all() and not np.isin(items, np.arange(r)).any()
+        except Exception as error:  # surfaced below: a thread's exception is otherwise lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=search) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for v in vectors[2000:2100]:
+        index.add(v)
+    for thread in threads:
+        thread.join()
+    assert not errors and len(index) == 2100 and index._index.ntotal == 2100
