@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=100, help="candidates retrieved before re-ranking")
     p.add_argument("--index", default="auto", choices=("auto", "exact", "hnsw", "ivf", "ivfpq"),
                    help="retrieval index for models with item vectors (auto: exact up to 100k items)")
+    p.add_argument("--diversity", type=float, default=0.0, help="default MMR diversity in [0, 1] (requests may override)")
+    p.add_argument("--max-per-category", type=int, default=0, help="cap of items per genre in a list (0: none)")
+    p.add_argument("--explore", default="none", choices=("none", "epsilon", "ucb", "thompson"),
+                   help="exploration over the candidates, learning from logged clicks")
+    p.add_argument("--epsilon", type=float, default=0.1, help="slot probability of --explore epsilon")
+    p.add_argument("--reason-verb", default="watched", help='reasons read "Because you VERB X"')
     p.add_argument("--text-model", default=None, help="sentence-transformers model for new items' text "
                                                       "(default: all-MiniLM-L6-v2, shipped offline)")
     p.add_argument("--torch-threads", type=int, default=1, help="PyTorch threads per worker")
@@ -353,6 +359,7 @@ def cmd_serve(args) -> int:
     from recloop.serve.pipeline import PipelineConfig
     from recloop.serve.retrieval import RetrievalConfig
     from recloop.serve.settings import ENV_VAR, Limits, ServeSettings
+    from recloop.serve.stages import ExplainConfig, ExploreConfig, RerankConfig
 
     try:
         import uvicorn
@@ -367,7 +374,9 @@ def cmd_serve(args) -> int:
         limits=Limits(max_k=args.max_k, max_list=args.max_list, max_batch=args.max_batch,
                       max_body_bytes=args.max_body_bytes),
         policy=_policy(args), pipeline=PipelineConfig(candidates=args.candidates),
-        retrieval=RetrievalConfig(index=args.index))
+        retrieval=RetrievalConfig(index=args.index),
+        rerank=RerankConfig(diversity=args.diversity, max_per_category=args.max_per_category),
+        explore=ExploreConfig(method=args.explore, epsilon=args.epsilon), explain=ExplainConfig(verb=args.reason_verb))
     os.environ[ENV_VAR] = settings.to_json()  # read by each worker's app factory
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recloop-metrics-")

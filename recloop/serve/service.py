@@ -29,7 +29,7 @@ from recloop.serve.coldstart import TextEmbedder, default_text_embedder
 from recloop.serve.events import EVENT_TYPES, Event
 from recloop.serve.pipeline import Pipeline, Query, Ranked
 from recloop.serve.settings import ServeSettings
-from recloop.serve.stages import RerankStage
+from recloop.serve.stages import ExplainStage, ExploreStage, RerankStage
 from recloop.serve.state import LiveState
 from recloop.serve.store import EventStore, ItemExistsError, NewItem, open_store
 
@@ -57,6 +57,15 @@ class RecommendResult:
     source: str  # model, content or popularity
     model: str
     generation: int
+
+
+def default_pipeline(settings: ServeSettings) -> Pipeline:
+    """Retrieval, re-ranking, exploration (when configured) and explanations."""
+    explorer = None
+    if settings.explore.method != "none":
+        explorer = ExploreStage(settings.explore, max_k=settings.limits.max_k)
+    return Pipeline(settings.pipeline, reranker=RerankStage(settings.rerank), explorer=explorer,
+                    explainer=ExplainStage(settings.explain))
 
 
 def artifact_stamp(path: str | Path) -> str:
@@ -87,7 +96,7 @@ class RecommendationService:
         self.settings = settings
         self._owns_store = store is None
         self.store = store or open_store(settings.db, synchronous=settings.sqlite_synchronous)
-        self.pipeline = pipeline or Pipeline(settings.pipeline, reranker=RerankStage(settings.rerank))
+        self.pipeline = pipeline or default_pipeline(settings)
         self._embedder: TextEmbedder | None = None
         self._embedder_lock = threading.Lock()
         self._factory = embedder_factory or (lambda: default_text_embedder(settings.text_model, settings.text_cache))
@@ -110,12 +119,9 @@ class RecommendationService:
         return self._embedder
 
     def _build_state(self, path: str | Path, generation: int) -> LiveState:
-        state = LiveState.load(path, self.store, self.settings.policy,
-                               lambda: self._embedder_instance(), generation, self.settings.retrieval)
         explorer = self.pipeline.explorer
-        if explorer is not None:
-            state.add_listener(explorer.observe)
-        return state
+        return LiveState.load(path, self.store, self.settings.policy, lambda: self._embedder_instance(), generation,
+                              self.settings.retrieval, listeners=[explorer.observe] if explorer is not None else [])
 
     @property
     def state(self) -> LiveState:

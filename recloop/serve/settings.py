@@ -16,7 +16,7 @@ from recloop.errors import ConfigError
 from recloop.serve.events import EventPolicy
 from recloop.serve.pipeline import PipelineConfig
 from recloop.serve.retrieval import RetrievalConfig
-from recloop.serve.stages import RerankConfig
+from recloop.serve.stages import ExplainConfig, ExploreConfig, RerankConfig
 
 ENV_VAR = "RECLOOP_SERVE_SETTINGS"
 
@@ -73,6 +73,8 @@ class ServeSettings:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -90,9 +90,13 @@ class LiveState:
     @classmethod
     def load(cls, path: str | Path, store: EventStore, policy: EventPolicy,
              embedder_factory: Callable[[], TextEmbedder], generation: int = 0,
-             retrieval: RetrievalConfig = RetrievalConfig()) -> LiveState:
-        """Load an artifact and bring it up to date with the store."""
+             retrieval: RetrievalConfig = RetrievalConfig(),
+             listeners: Iterable[Callable[[LiveState, list[StoredEvent]], None]] = ()) -> LiveState:
+        """Load an artifact and bring it up to date with the store (``listeners`` see
+        the replayed events too)."""
         state = cls(load_artifact(Path(path)), policy, embedder_factory, generation, retrieval)
+        for listener in listeners:
+            state.add_listener(listener)
         state.catch_up(store)
         return state
 

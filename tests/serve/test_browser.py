@@ -76,14 +76,19 @@ def test_feedback_in_the_page_changes_the_recommendations(browser, server):
     assert second != first and "50" not in second  # Star Wars is ml-100k item 50: known now, never shown
     assert "ease" in page.locator("#source").inner_text() and "model" in page.locator("#source").inner_text()
     assert "click: Star Wars (1977)" in page.locator("#activity").inner_text()
+    reasons = page.locator("#recs > li .reasons").all_inner_texts()
+    assert sum("Because you watched Star Wars (1977)" in r for r in reasons) >= 5  # why, item by item
 
     # Rate another one from the list of recommendations: the list changes again.
     top = page.locator("#recs > li").first
     top_id = top.get_attribute("data-item-id")
+    second_titles = page.locator("#recs > li .title").all_inner_texts()
     top.locator("select.rate").select_option("5")
     version = wait_for_refresh(page, version)
     third = recommendations(page)
     assert top_id not in third and third != second
+    top_title = second_titles[0]
+    assert any(f"Because you watched {top_title}" in r for r in page.locator("#recs > li .reasons").all_inner_texts())
 
     # A skip removes the item at once.
     skipped = third[3]

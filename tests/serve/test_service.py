@@ -310,3 +310,46 @@ def test_retrain_folds_events_and_reload_swaps_without_double_counting(make_serv
         time.sleep(0.05)
         follower.sync()
     assert follower.state.path == path and set(follower.state.users) == {"late"}
+
+
+def test_reasons_name_the_history_item_and_shared_genres(make_service, synthetic_artifact):
+    service = make_service(synthetic_artifact)
+    service.record_events([Event("reader", "i46", "click")])
+    result = service.recommend(user_id="reader", k=3, explain=True)
+    title = service.state.catalog.title(service.state.catalog.index("i46"))
+    for item in result.items:
+        assert item.reasons[0] == f"Because you watched {title}"
+    assert any(r.startswith("Shared genres: space") for item in result.items for r in item.reasons)
+    assert all(item.reasons == [] for item in service.recommend(user_id="reader", k=3).items)  # only when asked
+    service.add_item("cold-reason", f"{title} again", {"genre": ["space"]}, title="Cold")
+    cold = next(r for r in service.recommend(user_id="reader", k=20, explain=True).items if r.item_id == "cold-reason")
+    assert cold.reasons == [f"Because you watched {title}", "Shared genres: space"]  # from text similarity
+
+
+def test_epsilon_exploration_swaps_in_lower_candidates(make_service, synthetic_artifact):
+    from recloop.serve.stages import ExploreConfig
+
+    plain = ids(make_service(synthetic_artifact).recommend(user_id="u3", k=5))
+    service = make_service(synthetic_artifact, explore=ExploreConfig(method="epsilon", epsilon=1.0))
+    result = service.recommend(user_id="u3", k=5)
+    assert all(r.explored for r in result.items) and set(ids(result)).isdisjoint(plain)
+    unexplored = service.recommend(user_id="u3", k=5, explore=False)  # a request can opt out
+    assert ids(unexplored) == plain and not any(r.explored for r in unexplored.items)
+
+
+def test_the_bandit_learns_from_logged_clicks(make_service, synthetic_artifact):
+    from recloop.serve.stages import ExploreConfig
+
+    service = make_service(synthetic_artifact, explore=ExploreConfig(method="ucb", alpha=0.0, score_weight=1.0))
+    before = service.recommend(user_id="u3", k=5)
+    assert ids(before) == ids(service.recommend(user_id="u3", k=5, explore=False))  # nothing learnt yet
+    known = set(service.state.catalog.ids(service.state.user_view("u3").known))
+    candidates = ids(service.recommend(user_id="u3", k=60, explore=False))
+    hit = next(i for i in candidates[20:] if i not in known)  # a candidate far below the top 5
+    service.record_events([Event(f"crowd{n}", hit, "click") for n in range(30)])
+    after = service.recommend(user_id="u3", k=5)
+    assert ids(after)[0] == hit and after.items[0].explored
+    assert service.pipeline.explorer.bandit.n_arms == 1
+    service.record_events([Event(f"crowd{n}", candidates[0], "skip") for n in range(3)])  # reward 0
+    service.sync()  # events are learnt as the service tails the store
+    assert service.pipeline.explorer.bandit.n_arms == 2
