@@ -353,3 +353,18 @@ def test_the_bandit_learns_from_logged_clicks(make_service, synthetic_artifact):
     service.record_events([Event(f"crowd{n}", candidates[0], "skip") for n in range(3)])  # reward 0
     service.sync()  # events are learnt as the service tails the store
     assert service.pipeline.explorer.bandit.n_arms == 2
+
+
+def test_watching_the_artifact_reloads_it_when_replaced(make_service, synthetic_artifact, tmp_path):
+    import shutil
+
+    served = tmp_path / "served"
+    shutil.copytree(synthetic_artifact, served)
+    service = make_service(served, watch=0.1)
+    service.record_events([Event("watcher", "i2", "click")])
+    retrain(served, service.store, served)  # written in place, atomically
+    deadline = time.time() + 30
+    while service.state.generation == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert service.state.generation == 1 and "watcher" in service.state.model.users_
+    assert service.state.users == {}  # the event is in the model now, not replayed
