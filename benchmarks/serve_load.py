@@ -91,12 +91,26 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(30)
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every process of a process group:
+    the server's own cost per request, whatever else the shared machine runs."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def users_of(artifact: Path) -> list[str]:
     return json.loads((artifact / "users.json").read_text())
 
 
 def median_summary(runs: list[dict]) -> dict:
-    keys = ["achieved_rps", "p50_ms", "p95_ms", "p99_ms", "max_ms"]
+    keys = ["achieved_rps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request"]
     out = {key: round(statistics.median(r[key] for r in runs), 2) for key in keys}
     out["offered_rps"] = runs[0]["offered_rps"]
     out["non_2xx"] = sum(r["non_2xx"] for r in runs)
@@ -162,15 +176,23 @@ def main() -> None:
         for rate in config["rates"]:
             runs = []
             for repeat in range(config["repeats"]):
+                cpu = group_cpu_seconds(process.pid)
                 result = asyncio.run(offer(url + "/recommend", bodies, rate, config["seconds"], seed=repeat))
                 runs.append(result.summary())
+                runs[-1]["server_cpu_ms_per_request"] = round(
+                    1000 * (group_cpu_seconds(process.pid) - cpu) / max(1, result.completed), 3)
                 print(f"  /recommend {rate:>5} rps offered: {runs[-1]}", file=sys.stderr)
             results["recommend"].append(median_summary(runs))
         for _ in range(config["repeats"]):
+            cpu = group_cpu_seconds(process.pid)
             rps = wrk_saturation(url, users, config["k"], config["saturation_connections"],
                                  config["saturation_seconds"], folder)
+            cpu_ms = 1000 * (group_cpu_seconds(process.pid) - cpu) / (rps * config["saturation_seconds"])
             results["saturation_rps"].append(rps)
-            print(f"  saturation: {rps:.0f} requests/s", file=sys.stderr)
+            results.setdefault("saturation_cpu_ms_per_request", []).append(round(cpu_ms, 3))
+            results.setdefault("load_during_saturation", []).append(os.getloadavg()[0])
+            print(f"  saturation: {rps:.0f} requests/s, {cpu_ms:.2f} server CPU ms/request, "
+                  f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
         if not args.skip_events:
             results["events"] = events_benchmark(url, folder / "events.db", config, artifact)
     finally:
@@ -219,13 +241,17 @@ def events_benchmark(url: str, db: Path, config: dict, artifact: Path) -> list[d
 def markdown(results: dict) -> str:
     lines = [f"`/recommend`, {results['label']} ({results['items']} items), {results['workers']} workers, "
              f"k=10, open loop, median of repeats:", "",
-             "| offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms |", "|---:|---:|---:|---:|---:|"]
+             "| offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | server CPU ms/req |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for row in results["recommend"]:
         lines.append(f"| {row['offered_rps']:.0f} | {row['achieved_rps']:.0f} | {row['p50_ms']:.1f} | "
-                     f"{row['p95_ms']:.1f} | {row['p99_ms']:.1f} |")
+                     f"{row['p95_ms']:.1f} | {row['p99_ms']:.1f} | {row['server_cpu_ms_per_request']:.2f} |")
     if results["saturation_rps"]:
+        cpu = statistics.median(results["saturation_cpu_ms_per_request"])
         lines += ["", f"Saturation (wrk, closed loop): {statistics.median(results['saturation_rps']):.0f} requests/s "
-                      f"(runs: {', '.join(f'{r:.0f}' for r in results['saturation_rps'])})"]
+                      f"(runs: {', '.join(f'{r:.0f}' for r in results['saturation_rps'])}; load average during: "
+                      f"{', '.join(f'{x:.1f}' for x in results['load_during_saturation'])}); server CPU "
+                      f"{cpu:.2f} ms/request, i.e. {2000 / cpu:.0f} requests/s on two dedicated cores"]
     if results["events"]:
         lines += ["", "| /events offered req/s | events/request | acknowledged events/s | p50 ms | p99 ms | lost |",
                   "|---:|---:|---:|---:|---:|---:|"]

@@ -92,10 +92,12 @@ WRITE_ERRORS = {**ERRORS, 401: {"model": ErrorResponse, "description": "Missing 
                 413: {"model": ErrorResponse, "description": "Request body too large"}}
 
 
-def _response(result: RecommendResult) -> dict:
-    return {"items": [{"item_id": r.item_id, "score": r.score, "reasons": r.reasons, "title": r.title,
-                       "explored": r.explored} for r in result.items],
-            "source": result.source, "model": result.model, "generation": result.generation}
+def _response(result: RecommendResult) -> JSONResponse:
+    """The answer as JSON, built directly: the hot path skips re-validating what the
+    service produced against ``RecommendResponse`` (which still documents it)."""
+    return JSONResponse({"items": [{"item_id": r.item_id, "score": r.score, "reasons": r.reasons, "title": r.title,
+                                    "explored": r.explored} for r in result.items],
+                         "source": result.source, "model": result.model, "generation": result.generation})
 
 
 # --- routers --------------------------------------------------------------------------------------
@@ -103,20 +105,31 @@ recommendations = APIRouter(tags=["recommendations"])
 
 
 @recommendations.post("/recommend", response_model=RecommendResponse, responses=ERRORS)
-def recommend(body: RecommendRequest, service: Service) -> dict:
+async def recommend(body: RecommendRequest, service: Service) -> JSONResponse:
     """Top-k items for a user (training history plus every event stored so far) or for
     an anonymous list of recent items. Known items are never returned."""
-    result = service.recommend(user_id=body.user_id, items=body.items, k=body.k, exclude=body.exclude,
-                               filters=body.filters, diversity=body.diversity, explain=body.explain,
-                               explore=body.explore)
+    result = await _run(service, service.recommend, user_id=body.user_id, items=body.items, k=body.k,
+                        exclude=body.exclude, filters=body.filters, diversity=body.diversity, explain=body.explain,
+                        explore=body.explore)
     return _response(result)
 
 
+async def _run(service: RecommendationService, function, **kwargs):
+    """Answer in the event loop (about a millisecond of CPU: handing it to a thread and
+    back costs two wake-ups, which on a busy machine cost more than the work), unless
+    the state has slow one-off work pending (embedding the catalog's text), which goes
+    to a thread so that the loop keeps serving."""
+    if service.warm:
+        return function(**kwargs)
+    return await asyncio.to_thread(lambda: function(**kwargs))
+
+
 @recommendations.get("/items/{item_id}/similar", response_model=RecommendResponse, responses=ERRORS)
-def similar(item_id: str, service: Service, k: Annotated[int, Query(ge=1)] = 10, explain: bool = False,
-            diversity: Annotated[float | None, Query(ge=0.0, le=1.0)] = None) -> dict:
+async def similar(item_id: str, service: Service, k: Annotated[int, Query(ge=1)] = 10, explain: bool = False,
+                  diversity: Annotated[float | None, Query(ge=0.0, le=1.0)] = None) -> JSONResponse:
     """Items related to one item (including items added with ``POST /items``)."""
-    return _response(service.similar(item_id, k=k, explain=explain, diversity=diversity))
+    return _response(await _run(service, service.similar, item_id=item_id, k=k, explain=explain,
+                                diversity=diversity))
 
 
 items = APIRouter(tags=["items"])

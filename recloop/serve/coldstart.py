@@ -92,6 +92,11 @@ class ColdStart:
                 self._embedder = self._factory()
         return normalise(self._embedder(list(texts)))
 
+    @property
+    def catalog_ready(self) -> bool:
+        """Whether :meth:`catalog_embeddings` answers at once (computed, or no text)."""
+        return self._catalog is not None or self._catalog_texts is None
+
     def catalog_embeddings(self) -> np.ndarray | None:
         """``(n_model, d)`` embeddings of the model's items' text, or ``None`` without text."""
         if self._catalog is None and self._catalog_texts is not None:

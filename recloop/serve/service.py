@@ -140,6 +140,17 @@ class RecommendationService:
                 state.catch_up(self.store, head)
         return state
 
+    @property
+    def warm(self) -> bool:
+        """False while answering may first need slow one-off work: embedding the catalog's
+        text for the items added while serving (seconds, once per model)."""
+        state = self._state
+        if state.cold.catalog_ready:
+            return True
+        if state.catalog.n_cold:
+            return False
+        return self.store.head().last_item_id <= state.last_item_id  # no item about to arrive
+
     # --- reads ----------------------------------------------------------------------------------
     def recommend(self, user_id: str | None = None, items: Sequence[str] | None = None, k: int = 10,
                   exclude: Sequence[str] = (), filters: Mapping[str, Sequence[str]] | None = None,

@@ -263,6 +263,7 @@ def _top(scores: np.ndarray, n: int, blocked: np.ndarray, allowed: np.ndarray | 
     """Indices and values of the ``n`` largest finite ``scores`` outside ``blocked`` and
     inside ``allowed``, best first (ties by index)."""
     scores = np.array(scores, dtype=np.float32)  # a copy: masked in place
+    scores[np.isnan(scores)] = -np.inf  # a model's NaN never reaches an answer
     blocked = blocked[(blocked >= 0) & (blocked < len(scores))]
     scores[blocked] = -np.inf
     if allowed is not None:
