@@ -83,6 +83,7 @@ class GroupCommitter:
     def __init__(self, connect: Callable[[], Any], write_batch: Callable[[Any, list[Event]], list[bool]],
                  max_rows: int = 10_000, name: str = "recloop-event-writer"):
         self._connect, self._write_batch, self._max_rows = connect, write_batch, max_rows
+        self._connection = None
         self._queue: queue.Queue = queue.Queue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -107,7 +108,7 @@ class GroupCommitter:
 
     def _run(self) -> None:
         try:
-            connection = self._connect()
+            self._connection = self._connect()
         except BaseException as error:  # reported to the constructor
             self._error = error
             self._ready.set()
@@ -130,20 +131,30 @@ class GroupCommitter:
                         break
                     batch.append(more)
                     rows += len(more[0])
-                self._commit(connection, batch)
+                self._commit(batch)
                 if stop:
                     return
         finally:
-            try:
-                connection.close()
-            except Exception:
-                pass
+            self._close_connection()
 
-    def _commit(self, connection, batch) -> None:
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except Exception:  # already broken: nothing left to release
+                pass
+            self._connection = None
+
+    def _commit(self, batch) -> None:
         events = [e for chunk, _ in batch for e in chunk]
         try:
-            inserted = self._write_batch(connection, events)
+            if self._connection is None:  # lost with an earlier failure: reconnect
+                self._connection = self._connect()
+            inserted = self._write_batch(self._connection, events)
         except BaseException as error:
+            # Nothing of this batch is acknowledged; a broken connection is replaced
+            # on the next batch (a database restart costs the requests in flight only).
+            self._close_connection()
             for _, future in batch:
                 future.set_exception(error)
             return
@@ -445,7 +456,13 @@ class PostgresEventStore(EventStore):
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
-            return self._reader.execute(_pg(sql), params).fetchall()
+            try:
+                return self._reader.execute(_pg(sql), params).fetchall()
+            except self._psycopg.OperationalError:
+                # The server restarted or dropped us: reads are idempotent, retry once.
+                self._reader.close()
+                self._reader = self._connect()
+                return self._reader.execute(_pg(sql), params).fetchall()
 
     def events_after(self, after_id: int, limit: int = 10_000) -> list[StoredEvent]:
         rows = self._query(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",

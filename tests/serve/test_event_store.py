@@ -116,3 +116,21 @@ def test_bad_urls_are_explained(tmp_path):
         open_store("mysql://x")
     with pytest.raises(ConfigError, match="synchronous"):
         open_store(tmp_path / "x.db", synchronous="sometimes")
+
+
+def test_a_restarted_postgres_costs_only_the_requests_in_flight(postgres_url):
+    """Connections dropped by the server (as on a restart) are replaced: the failed
+    append is reported (not acknowledged), the next ones and the reads succeed."""
+    import psycopg
+
+    with open_store(postgres_url) as store:
+        store.append([Event("u", "a", "click")])
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        try:
+            store.append([Event("u", "b", "click")])  # may fail: its connection was cut
+        except psycopg.OperationalError:
+            pass
+        store.append([Event("u", "c", "click")])
+        assert {e.item_id for e in store.events_after(0)} >= {"a", "c"}
