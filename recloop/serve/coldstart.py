@@ -25,10 +25,15 @@ brand-new item has none, so it ranks after the catalog for them.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from recloop.errors import RecloopError
+
+log = logging.getLogger("recloop.serve")
 
 TextEmbedder = Callable[[Sequence[str]], np.ndarray]
 """Texts to ``(n, d)`` float32 embeddings (L2-normalised by :class:`ColdStart`)."""
@@ -111,7 +116,14 @@ class ColdStart:
         embeddings = normalise(np.atleast_2d(embeddings))
         vectors = None
         if self.model_path:
-            vectors = np.asarray(self.model.text_to_item_vectors(embeddings), dtype=np.float32)
+            try:
+                vectors = np.asarray(self.model.text_to_item_vectors(embeddings), dtype=np.float32)
+            except RecloopError as error:
+                # The capability exists but this fit cannot use it (e.g. a sequence model
+                # trained without text): score new items by content instead.
+                log.warning("%s cannot place items from text (%s); new items use the content path",
+                            type(self.model).__name__, error)
+                self.model_path = False
         with self._lock:
             if self.embeddings.size == 0:
                 self.embeddings = embeddings

@@ -237,11 +237,10 @@ class LiveState:
             return (*_top(scores, n, blocked, allowed), "popularity")
         user = np.asarray([view.user_idx])
         if self.retriever.uses_vectors:
-            query = self.retriever.user_vectors(user, view.history)[0]
+            query = self.retriever.user_vectors(user, view.history)  # (1, d): one model forward per request
             allowed_idx = None if allowed is None else np.flatnonzero(allowed)
-            items, scores = self.retriever.retrieve(user, n, history=view.history, exclude_known=False,
-                                                    exclude=[blocked], allowed=allowed_idx)
-            items, scores = items[0], scores[0]
+            items, scores = self.retriever.index.search(query, n, exclude=[blocked], allowed=allowed_idx)
+            items, scores, query = items[0], scores[0], query[0]
             keep = items >= 0
             items, scores = items[keep], scores[keep]
             if n_cold and len(self.retriever.index) < total:  # cold items outside the index: content path
