@@ -49,7 +49,7 @@ from recloop.serve.schemas import (
     ReloadResponse,
     SearchResponse,
 )
-from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendResult
+from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendBatcher, RecommendResult
 from recloop.serve.settings import ENV_VAR, ServeSettings
 from recloop.serve.store import ItemExistsError
 
@@ -105,13 +105,14 @@ recommendations = APIRouter(tags=["recommendations"])
 
 
 @recommendations.post("/recommend", response_model=RecommendResponse, responses=ERRORS)
-async def recommend(body: RecommendRequest, service: Service) -> JSONResponse:
+async def recommend(body: RecommendRequest, service: Service, request: Request) -> JSONResponse:
     """Top-k items for a user (training history plus every event stored so far) or for
     an anonymous list of recent items. Known items are never returned."""
-    result = await _run(service, service.recommend, user_id=body.user_id, items=body.items, k=body.k,
-                        exclude=body.exclude, filters=body.filters, diversity=body.diversity, explain=body.explain,
-                        explore=body.explore)
-    return _response(result)
+    arguments = dict(user_id=body.user_id, items=body.items, k=body.k, exclude=body.exclude, filters=body.filters,
+                     diversity=body.diversity, explain=body.explain, explore=body.explore)
+    if service.warm:  # concurrent requests are scored together, in the loop
+        return _response(await request.app.state.batcher.recommend(**arguments))
+    return _response(await asyncio.to_thread(lambda: service.recommend(**arguments)))
 
 
 async def _run(service: RecommendationService, function, **kwargs):
@@ -317,6 +318,7 @@ def create_app(settings: ServeSettings, service_factory=None) -> FastAPI:
             torch.set_num_threads(settings.torch_threads)
         service = await asyncio.to_thread(factory, app.state.settings)
         app.state.service = service
+        app.state.batcher = RecommendBatcher(service)
         log.info("serving %s (%s, %d items)", app.state.settings.artifact, service.state.model.name,
                  len(service.state.catalog))
         try:

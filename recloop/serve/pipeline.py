@@ -55,6 +55,10 @@ class Reranker(Protocol):
         """The ``k`` items to show, from candidates ``items`` (best first) with ``scores``."""
 
 
+    # Optional: ``wants_candidates(query) -> bool``, False when it would keep the top k as
+    # they are (then only k candidates are retrieved).
+
+
 class Explorer(Protocol):
     def explore(self, state: LiveState, query: Query, items: np.ndarray, scores: np.ndarray,
                 candidates: np.ndarray, candidate_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,9 +91,26 @@ class Pipeline:
         self.reranker, self.explorer, self.explainer = reranker, explorer, explainer
 
     def run(self, state: LiveState, query: Query) -> Ranked:
-        needs_pool = self.reranker is not None or (self.explorer is not None and query.explore)
-        n = max(self.config.candidates, query.k) if needs_pool else query.k
-        items, scores, source = state.candidates(query.view, n, query.exclude, query.allowed)
+        return self.run_batch(state, [query])[0]
+
+    def run_batch(self, state: LiveState, queries: list[Query]) -> list[Ranked]:
+        """Several queries: candidates for all in one model call, then each its own way."""
+        needs_pool = any(self._needs_pool(q) for q in queries)
+        n = max([self.config.candidates] + [q.k for q in queries]) if needs_pool else max(q.k for q in queries)
+        found = state.candidates_batch([q.view for q in queries], n, [q.exclude for q in queries],
+                                       [q.allowed for q in queries])
+        return [self._finish(state, query, *candidates) for query, candidates in zip(queries, found)]
+
+    def _needs_pool(self, query: Query) -> bool:
+        """Whether later stages choose among more than the top ``k``."""
+        if self.explorer is not None and query.explore:
+            return True
+        if self.reranker is None:
+            return False
+        wants = getattr(self.reranker, "wants_candidates", None)
+        return True if wants is None else wants(query)
+
+    def _finish(self, state: LiveState, query: Query, items: np.ndarray, scores: np.ndarray, source: str) -> Ranked:
         pool_items, pool_scores = items, scores
         if self.reranker is not None:
             items, scores = self.reranker.rerank(state, query, items, scores, query.k)

@@ -11,6 +11,7 @@ in flight finish on the old one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -157,6 +158,15 @@ class RecommendationService:
                   diversity: float | None = None, explain: bool = False, explore: bool = True) -> RecommendResult:
         """Top-``k`` for a user (training history plus live events) or, with ``items``,
         an anonymous user whose recent items (oldest first) those are."""
+        state, query = self.prepare(user_id, items, k, exclude, filters, diversity, explain, explore)
+        return self.finish(state, self.pipeline.run(state, query))
+
+    def prepare(self, user_id: str | None = None, items: Sequence[str] | None = None, k: int = 10,
+                exclude: Sequence[str] = (), filters: Mapping[str, Sequence[str]] | None = None,
+                diversity: float | None = None, explain: bool = False,
+                explore: bool = True) -> tuple[LiveState, Query]:
+        """The checked, resolved query of :meth:`recommend` (everything but the scoring),
+        so that :class:`RecommendBatcher` can score many at once."""
         if (user_id is None) == (items is None):
             raise InvalidRequestError("give either user_id or items (an anonymous user's recent items), not "
                                       + ("both" if user_id is not None else "neither"))
@@ -166,7 +176,24 @@ class RecommendationService:
             self._check_list("items", items)
         state = self.sync()
         view = state.user_view(str(user_id)) if user_id is not None else state.anonymous_view(list(items))
-        return self._answer(state, view, k, exclude, filters, diversity, explain, explore)
+        return state, self._query(state, view, k, exclude, filters, diversity, explain, explore)
+
+    def finish(self, state: LiveState, ranked: Ranked) -> RecommendResult:
+        return RecommendResult(self._recommendations(state, ranked), ranked.source, state.model.name,
+                               state.generation)
+
+    def recommend_batch(self, prepared: list[tuple[LiveState, Query]]) -> list[RecommendResult]:
+        """Answer prepared queries, scoring those on the same state in one model call."""
+        out: list = [None] * len(prepared)
+        groups: dict[int, list[int]] = {}
+        for i, (state, _) in enumerate(prepared):
+            groups.setdefault(id(state), []).append(i)
+        for members in groups.values():
+            state = prepared[members[0]][0]
+            ranked = self.pipeline.run_batch(state, [prepared[i][1] for i in members])
+            for i, answer in zip(members, ranked):
+                out[i] = self.finish(state, answer)
+        return out
 
     def similar(self, item_id: str, k: int = 10, filters: Mapping[str, Sequence[str]] | None = None,
                 diversity: float | None = None, explain: bool = False) -> RecommendResult:
@@ -174,9 +201,10 @@ class RecommendationService:
         self._check_k(k)
         state = self.sync()
         view = state.item_view(state.catalog.index(item_id))
-        return self._answer(state, view, k, (), filters, diversity, explain, explore=False)
+        query = self._query(state, view, k, (), filters, diversity, explain, explore=False)
+        return self.finish(state, self.pipeline.run(state, query))
 
-    def _answer(self, state: LiveState, view, k, exclude, filters, diversity, explain, explore) -> RecommendResult:
+    def _query(self, state: LiveState, view, k, exclude, filters, diversity, explain, explore) -> Query:
         exclude_idx = state.catalog.indices(list(exclude)) if exclude else np.zeros(0, np.int64)
         allowed = None
         if filters:
@@ -188,10 +216,7 @@ class RecommendationService:
                 raise InvalidRequestError(str(error)) from None
         if diversity is not None and not (0.0 <= diversity <= 1.0):
             raise InvalidRequestError(f"diversity must be between 0 and 1, got {diversity}")
-        query = Query(view, k, exclude_idx, allowed, diversity, explain, explore)
-        ranked = self.pipeline.run(state, query)
-        return RecommendResult(self._recommendations(state, ranked), ranked.source, state.model.name,
-                               state.generation)
+        return Query(view, k, exclude_idx, allowed, diversity, explain, explore)
 
     @staticmethod
     def _recommendations(state: LiveState, ranked: Ranked) -> list[Recommendation]:
@@ -396,3 +421,54 @@ __all__ = [
     "RecommendationService",
     "UnknownIdError",
 ]
+
+
+class RecommendBatcher:
+    """Scores concurrent ``recommend`` calls of one event loop together.
+
+    Each call is checked and resolved at once (errors are raised to its caller), then
+    waits; the batch is scored when the loop has run the other requests that were ready
+    at the same time, so a lone request waits only a loop turn or two, and under load
+    the model's per-call cost (large for a transformer) is shared by up to ``max_batch``
+    requests. Runs in the event loop: use it where answering is quick (see
+    ``RecommendationService.warm``).
+    """
+
+    def __init__(self, service: RecommendationService, max_batch: int = 32, turns: int = 2):
+        self.service, self.max_batch, self.turns = service, max_batch, turns
+        self._pending: list = []
+        self._scheduled = False
+        self.batches = 0  # how many model calls served how many requests: a sizing aid
+        self.requests = 0
+
+    async def recommend(self, **kwargs) -> RecommendResult:
+        prepared = self.service.prepare(**kwargs)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((prepared, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop, 0, len(self._pending))
+        return await future
+
+    def _flush(self, loop, turn: int, seen: int) -> None:
+        if len(self._pending) > seen and turn < self.turns and len(self._pending) < self.max_batch:
+            loop.call_soon(self._flush, loop, turn + 1, len(self._pending))  # more arrived: wait a turn
+            return
+        batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+        if self._pending:
+            loop.call_soon(self._flush, loop, 0, len(self._pending))
+        else:
+            self._scheduled = False
+        self.batches += 1
+        self.requests += len(batch)
+        try:
+            results = self.service.recommend_batch([prepared for prepared, _ in batch])
+        except Exception as error:  # every caller of the batch hears it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(batch, results):
+            if not future.done():
+                future.set_result(result)

@@ -133,6 +133,10 @@ class RerankStage:
                 cache["cooccurrence"] = CooccurrenceSimilarity(state)
         return cache["cooccurrence"]
 
+    def wants_candidates(self, query: Query) -> bool:
+        diversity = self.config.diversity if query.diversity is None else query.diversity
+        return diversity > 0 or self.config.max_per_category > 0
+
     def rerank(self, state: LiveState, query: Query, items: np.ndarray, scores: np.ndarray,
                k: int) -> tuple[np.ndarray, np.ndarray]:
         diversity = self.config.diversity if query.diversity is None else query.diversity

@@ -226,36 +226,82 @@ class LiveState:
         were made: ``model``, ``content`` (only cold items known) or ``popularity`` (no
         signal). Fewer than ``n`` come back when fewer remain.
         """
+        return self.candidates_batch([view], n, [exclude], [allowed])[0]
+
+    def candidates_batch(self, views: list[UserView], n: int, excludes: list[np.ndarray | None],
+                         alloweds: list[np.ndarray | None]) -> list[tuple[np.ndarray, np.ndarray, str]]:
+        """:meth:`candidates` for several users at once: one model call for all of them
+        (a transformer's per-call overhead is paid once per batch, not once per user)."""
         n_cold, n_model = self.catalog.n_cold, self.n_model_items
         total = n_model + n_cold
-        blocked = view.known if exclude is None or not len(exclude) else np.union1d(view.known, exclude)
-        if not len(view.history.item_idx):
+        out: list = [None] * len(views)
+        blocked = [v.known if e is None or not len(e) else np.union1d(v.known, e) for v, e in zip(views, excludes)]
+        rows = []
+        for r, view in enumerate(views):
+            if len(view.history.item_idx):
+                rows.append(r)
+                continue
             content = self.cold.content_scores(view.positives, n_model, n_cold) if n_cold else None
             if content is not None:
-                return (*_top(content, n, blocked, allowed), "content")
-            scores = np.concatenate([self.popularity, np.zeros(n_cold, np.float32)])
-            return (*_top(scores, n, blocked, allowed), "popularity")
-        user = np.asarray([view.user_idx])
+                out[r] = (*_top(content, n, blocked[r], alloweds[r]), "content")
+            else:
+                scores = np.concatenate([self.popularity, np.zeros(n_cold, np.float32)])
+                out[r] = (*_top(scores, n, blocked[r], alloweds[r]), "popularity")
+        if not rows:
+            return out
+        users = np.asarray([views[r].user_idx for r in rows], dtype=np.int64)
+        history = _stack([views[r].history for r in rows])
         if self.retriever.uses_vectors:
-            query = self.retriever.user_vectors(user, view.history)  # (1, d): one model forward per request
-            allowed_idx = None if allowed is None else np.flatnonzero(allowed)
-            items, scores = self.retriever.index.search(query, n, exclude=[blocked], allowed=allowed_idx)
-            items, scores, query = items[0], scores[0], query[0]
-            keep = items >= 0
-            items, scores = items[keep], scores[keep]
-            if n_cold and len(self.retriever.index) < total:  # cold items outside the index: content path
-                sample_scores = self.retriever.item_vectors[self.calibration_sample] @ query
-                cold = self.cold.scores(None, view.positives, n_model, n_cold, self.calibration_sample, sample_scores)
-                cold_idx, cold_scores = _top(cold, n, blocked - n_model, None if allowed is None else allowed[n_model:])
-                items = np.concatenate([items, cold_idx + n_model])
-                scores = np.concatenate([scores, cold_scores])
-                order = np.argsort(-scores, kind="stable")[:n]
-                items, scores = items[order], scores[order]
-            return items, scores, "model"
-        model_scores = self.model.score(user, view.history)[0]
-        cold = self.cold.scores(None, view.positives, n_model, n_cold, self.calibration_sample,
-                                model_scores[self.calibration_sample]) if n_cold else np.zeros(0, np.float32)
-        return (*_top(np.concatenate([model_scores, cold]), n, blocked, allowed), "model")
+            queries = self.retriever.user_vectors(users, history)  # (b, d): one model call
+            unfiltered = [j for j, r in enumerate(rows) if alloweds[r] is None]
+            found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            if unfiltered:  # one index search for every unfiltered query
+                items, scores = self.retriever.index.search(queries[unfiltered], n,
+                                                            exclude=[blocked[rows[j]] for j in unfiltered])
+                found.update({j: (items[i], scores[i]) for i, j in enumerate(unfiltered)})
+            for j, r in enumerate(rows):
+                if j not in found:
+                    items, scores = self.retriever.index.search(queries[j:j + 1], n, exclude=[blocked[r]],
+                                                                allowed=np.flatnonzero(alloweds[r]))
+                    found[j] = (items[0], scores[0])
+                items, scores = found[j]
+                keep = items >= 0
+                items, scores = items[keep], scores[keep]
+                if n_cold and len(self.retriever.index) < total:  # cold items outside the index: content path
+                    sample_scores = self.retriever.item_vectors[self.calibration_sample] @ queries[j]
+                    cold = self.cold.scores(None, views[r].positives, n_model, n_cold, self.calibration_sample,
+                                            sample_scores)
+                    allowed = alloweds[r]
+                    cold_idx, cold_scores = _top(cold, n, blocked[r] - n_model,
+                                                 None if allowed is None else allowed[n_model:])
+                    items = np.concatenate([items, cold_idx + n_model])
+                    scores = np.concatenate([scores, cold_scores])
+                    order = np.argsort(-scores, kind="stable")[:n]
+                    items, scores = items[order], scores[order]
+                out[r] = (items, scores, "model")
+            return out
+        all_scores = self.model.score(users, history)  # (b, n_model): one model call
+        for j, r in enumerate(rows):
+            model_scores = all_scores[j]
+            cold = np.zeros(0, np.float32)
+            if n_cold:
+                cold = self.cold.scores(None, views[r].positives, n_model, n_cold, self.calibration_sample,
+                                        model_scores[self.calibration_sample])
+            out[r] = (*_top(np.concatenate([model_scores, cold]), n, blocked[r], alloweds[r]), "model")
+        return out
+
+
+def _stack(histories: list[UserHistories]) -> UserHistories:
+    """One-row histories as one batch."""
+    if len(histories) == 1:
+        return histories[0]
+    lengths = np.asarray([len(h.item_idx) for h in histories], dtype=np.int64)
+    indptr = np.zeros(len(histories) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    rating = None
+    if histories[0].rating is not None:
+        rating = np.concatenate([h.rating for h in histories])
+    return UserHistories(indptr, np.concatenate([h.item_idx for h in histories]), histories[0].n_items, rating)
 
 
 def _top(scores: np.ndarray, n: int, blocked: np.ndarray, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -270,8 +316,11 @@ def _top(scores: np.ndarray, n: int, blocked: np.ndarray, allowed: np.ndarray | 
     n = min(n, len(scores))
     if n <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-    order = np.lexsort((top, -scores[top]))
-    top = top[order]
+    if n < len(scores):
+        kth = scores[np.argpartition(-scores, n - 1)[n - 1]]
+        top = np.flatnonzero(scores >= kth)  # every tie at the boundary, so that ties go by index
+    else:
+        top = np.arange(len(scores))
+    top = top[np.lexsort((top, -scores[top]))][:n]
     keep = np.isfinite(scores[top])
     return top[keep].astype(np.int64), scores[top][keep]

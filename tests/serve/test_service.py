@@ -368,3 +368,48 @@ def test_watching_the_artifact_reloads_it_when_replaced(make_service, synthetic_
         time.sleep(0.05)
     assert service.state.generation == 1 and "watcher" in service.state.model.users_
     assert service.state.users == {}  # the event is in the model now, not replayed
+
+
+@pytest.mark.parametrize("model", ["ease", "vectors"])
+def test_batched_scoring_equals_one_at_a_time(make_service, synthetic_artifact, tmp_path, monkeypatch, model):
+    import asyncio
+
+    from recloop.serve.service import RecommendBatcher
+
+    path = synthetic_artifact
+    if model == "vectors":
+        from recloop.data import SyntheticConfig, generate
+        from recloop.models import MODELS
+
+        monkeypatch.setitem(MODELS, TextVectorModel.name, TextVectorModel)
+        data = generate(SyntheticConfig(n_users=100, n_items=60, n_clusters=4, seed=2))
+        path = TextVectorModel().fit(data.interactions, item_features=data.item_features).save(tmp_path / "tv")
+    service = make_service(path)
+    service.record_events([Event("u1", "i3", "click"), Event("guest", "i4", "click")])
+    service.add_item("cold", "space galaxy rocket", {"genre": [service.features()["genre"][0]]})
+    asks = [dict(user_id="u1", k=5), dict(user_id="guest", k=7, explain=True), dict(items=["i2", "i9"], k=4),
+            dict(items=[], k=3), dict(user_id="u2", k=6, exclude=["i1"]),
+            dict(user_id="u3", k=5, filters={"genre": [service.features()["genre"][1]]}),
+            dict(user_id="u4", k=5, diversity=0.5)]
+    alone = [service.recommend(**ask) for ask in asks]
+    batched = service.recommend_batch([service.prepare(**ask) for ask in asks])
+    for ask, a, b in zip(asks, alone, batched):
+        assert [(r.item_id, r.reasons) for r in a.items] == [(r.item_id, r.reasons) for r in b.items], (
+            ask, [(r.item_id, r.score) for r in a.items], [(r.item_id, r.score) for r in b.items])
+        np.testing.assert_allclose([r.score for r in a.items], [r.score for r in b.items], rtol=1e-5)
+
+    batcher = RecommendBatcher(service)
+
+    async def concurrently():
+        return await asyncio.gather(*(batcher.recommend(**ask) for ask in asks))
+
+    together = asyncio.run(concurrently())
+    assert [ids(a) for a in together] == [ids(a) for a in alone]
+    assert batcher.batches == 1 and batcher.requests == len(asks)  # one model call for all of them
+
+    async def with_a_bad_one():
+        return await asyncio.gather(batcher.recommend(user_id="u1"), batcher.recommend(user_id="nobody"),
+                                    return_exceptions=True)
+
+    good, bad = asyncio.run(with_a_bad_one())
+    assert ids(good) == ids(service.recommend(user_id="u1")) and isinstance(bad, UnknownIdError)
