@@ -228,7 +228,7 @@ def events_benchmark(url: str, db: Path, config: dict, artifact: Path) -> list[d
         result = asyncio.run(offer(url + "/events", body, rate, config["seconds"], ids=ids))
         summary = result.summary()
         summary.update(batch=batch, offered_events_per_s=rate * batch,
-                       acknowledged_events_per_s=round(len(result.acknowledged_ids) / config["seconds"], 1))
+                       acknowledged_events_per_s=round(len(result.acknowledged_ids) / result.seconds, 1))
         with open_store(db) as store:
             stored = {e.event_id for e in store.iter_events() if e.event_id and e.event_id.startswith(f"r{run_number}-")}
         summary["acknowledged"] = len(result.acknowledged_ids)

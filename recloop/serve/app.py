@@ -59,15 +59,17 @@ API_KEY_HEADER = "X-API-Key"
 
 
 # --- dependencies ---------------------------------------------------------------------------------
-def get_settings(request: Request) -> ServeSettings:
+# ``async def``: FastAPI would run a plain ``def`` dependency in the thread pool, a thread
+# hand-off per dependency per request for what is an attribute lookup.
+async def get_settings(request: Request) -> ServeSettings:
     return request.app.state.settings
 
 
-def get_service(request: Request) -> RecommendationService:
+async def get_service(request: Request) -> RecommendationService:
     return request.app.state.service
 
 
-def get_metrics(request: Request) -> ServeMetrics:
+async def get_metrics(request: Request) -> ServeMetrics:
     return request.app.state.metrics
 
 
@@ -75,7 +77,7 @@ _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                                description="Needed by write and admin endpoints when the server has an API key.")
 
 
-def require_api_key(settings: Annotated[ServeSettings, Depends(get_settings)],
+async def require_api_key(settings: Annotated[ServeSettings, Depends(get_settings)],
                     key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
     if settings.api_key is None:
         return
