@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import run as offer  # noqa: E402
+from loadgen import run_sync  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,12 +173,12 @@ def main() -> None:
     process = start(artifact, folder / "events.db", port, config["workers"], folder / "server.log")
     try:
         bodies = lambda i: user_bodies[i % len(user_bodies)]  # noqa: E731
-        asyncio.run(offer(url + "/recommend", bodies, 50, config["warmup_seconds"]))
+        run_sync(offer(url + "/recommend", bodies, 50, config["warmup_seconds"]))
         for rate in config["rates"]:
             runs = []
             for repeat in range(config["repeats"]):
                 cpu = group_cpu_seconds(process.pid)
-                result = asyncio.run(offer(url + "/recommend", bodies, rate, config["seconds"], seed=repeat))
+                result = run_sync(offer(url + "/recommend", bodies, rate, config["seconds"], seed=repeat))
                 runs.append(result.summary())
                 runs[-1]["server_cpu_ms_per_request"] = round(
                     1000 * (group_cpu_seconds(process.pid) - cpu) / max(1, result.completed), 3)
@@ -194,7 +195,7 @@ def main() -> None:
             print(f"  saturation: {rps:.0f} requests/s, {cpu_ms:.2f} server CPU ms/request, "
                   f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
         if not args.skip_events:
-            results["events"] = events_benchmark(url, folder / "events.db", config, artifact)
+            results["events"] = events_benchmark(url, folder / "events.db", config, artifact, process.pid)
     finally:
         stop(process)
     results["load_after"] = os.getloadavg()
@@ -207,7 +208,7 @@ def main() -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def events_benchmark(url: str, db: Path, config: dict, artifact: Path) -> list[dict]:
+def events_benchmark(url: str, db: Path, config: dict, artifact: Path, pgid: int) -> list[dict]:
     """Open-loop POST /events; then every acknowledged event must be in the store."""
     sys.path.insert(0, str(ROOT))
     from recloop.serve.store import open_store
@@ -225,8 +226,10 @@ def events_benchmark(url: str, db: Path, config: dict, artifact: Path) -> list[d
         def ids(i, batch=batch, run_number=run_number):
             return [f"r{run_number}-{i}-{j}" for j in range(batch)]
 
-        result = asyncio.run(offer(url + "/events", body, rate, config["seconds"], ids=ids))
+        cpu = group_cpu_seconds(pgid)
+        result = run_sync(offer(url + "/events", body, rate, config["seconds"], ids=ids))
         summary = result.summary()
+        summary["server_cpu_ms_per_request"] = round(1000 * (group_cpu_seconds(pgid) - cpu) / max(1, result.completed), 3)
         summary.update(batch=batch, offered_events_per_s=rate * batch,
                        acknowledged_events_per_s=round(len(result.acknowledged_ids) / result.seconds, 1))
         with open_store(db) as store:
@@ -253,11 +256,12 @@ def markdown(results: dict) -> str:
                       f"{', '.join(f'{x:.1f}' for x in results['load_during_saturation'])}); server CPU "
                       f"{cpu:.2f} ms/request, i.e. {2000 / cpu:.0f} requests/s on two dedicated cores"]
     if results["events"]:
-        lines += ["", "| /events offered req/s | events/request | acknowledged events/s | p50 ms | p99 ms | lost |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| /events offered req/s | events/request | acknowledged events/s | p50 ms | p99 ms | lost "
+                      "| server CPU ms/req |", "|---:|---:|---:|---:|---:|---:|---:|"]
         for row in results["events"]:
             lines.append(f"| {row['offered_rps']:.0f} | {row['batch']} | {row['acknowledged_events_per_s']:.0f} | "
-                         f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['lost']} |")
+                         f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['lost']} | "
+                         f"{row.get('server_cpu_ms_per_request', float('nan')):.2f} |")
     return "\n".join(lines)
 
 
