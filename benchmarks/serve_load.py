@@ -272,11 +272,11 @@ def plot(all_results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, results in all_results.items():
+    for number, (label, results) in enumerate(all_results.items()):
         rows = results["recommend"]
         offered = [r["offered_rps"] for r in rows]
         for key, style in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
-            ax.plot(offered, [r[key] for r in rows], style, marker="o", markersize=3,
+            ax.plot(offered, [r[key] for r in rows], style, marker="o", markersize=3, color=f"C{number}",
                     label=f"{label} {key.split('_')[0]}")
     ax.axhline(25, color="grey", linewidth=0.8)
     ax.text(ax.get_xlim()[0], 26, " 25 ms target (p99 at 200 req/s)", color="grey", fontsize=8)
