@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recloop.errors import ConfigError
-from recloop.serve.rerank import _candidates
+from recloop.serve.rerank import as_candidates
 from recloop.utils import make_rng
 
 
@@ -77,7 +77,7 @@ class EpsilonGreedy:
         return out.item_idx, out.scores
 
     def explore(self, item_idx: np.ndarray, scores: np.ndarray) -> Exploration:
-        item_idx, scores = _candidates(item_idx, scores)
+        item_idx, scores = as_candidates(item_idx, scores)
         n = len(item_idx)
         k = min(self.k, n)
         with self._lock:
@@ -262,7 +262,7 @@ class LinearBandit:
         score); the other candidates follow in their incoming order. Ties keep the
         incoming order. ``explored`` marks top-``k`` items that were not in the incoming
         top ``k``."""
-        item_idx, scores = _candidates(item_idx, scores)
+        item_idx, scores = as_candidates(item_idx, scores)
         n = len(item_idx)
         if n == 0:
             return Exploration(item_idx, scores, np.zeros(0, dtype=bool))

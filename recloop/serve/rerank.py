@@ -34,7 +34,7 @@ from recloop.errors import ConfigError, UnknownIdError, closest
 Stage = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def _candidates(item_idx: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+def as_candidates(item_idx: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Validated 1-d copies without the ``-1`` padding slots."""
     item_idx = np.asarray(item_idx, dtype=np.int64).reshape(-1)
@@ -49,7 +49,7 @@ def chain(*stages: Stage) -> Stage:
     """One stage running ``stages`` in order."""
 
     def run(item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = _candidates(item_idx, scores)
+        item_idx, scores = as_candidates(item_idx, scores)
         for stage in stages:
             item_idx, scores = stage(item_idx, scores)
         return item_idx, scores
@@ -130,7 +130,7 @@ class ItemFilter:
     blocked: Sequence[int] | np.ndarray | None = None
 
     def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = _candidates(item_idx, scores)
+        item_idx, scores = as_candidates(item_idx, scores)
         keep = np.ones(len(item_idx), dtype=bool)
         if self.allowed is not None:
             keep &= np.isin(item_idx, np.asarray(self.allowed, dtype=np.int64))
@@ -155,7 +155,7 @@ class CategoryFilter:
         return f"CategoryFilter({self.categories.name!r}, include={self.include}, exclude={self.exclude})"
 
     def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = _candidates(item_idx, scores)
+        item_idx, scores = as_candidates(item_idx, scores)
         rows = self.categories.rows(item_idx)
         keep = ~rows[:, self._exclude].any(axis=1)
         if self.include:
@@ -225,7 +225,7 @@ class MMR:
         return f"MMR({type(self.similarity).__name__}, lambda_={self.lambda_}, k={self.k})"
 
     def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = _candidates(item_idx, scores)
+        item_idx, scores = as_candidates(item_idx, scores)
         n = len(item_idx)
         k = n if self.k is None else min(self.k, n)
         if n < 2 or self.lambda_ == 1.0:
@@ -237,7 +237,10 @@ class MMR:
         # objective_i = min over picked j of (gain_i - (1 - lambda) sim_ij), i.e. gain minus
         # the largest redundancy; with the rows of ``pair`` precomputed, a step is one
         # minimum and one argmax over n values.
-        pair = gain[None, :] - (1.0 - self.lambda_) * np.asarray(self.similarity(item_idx), dtype=np.float64)
+        # float32 and in place: float64 temporaries of (n, n) cost ~10x more than the loop.
+        pair = np.array(self.similarity(item_idx), dtype=np.float32)  # a copy: callers may cache theirs
+        pair *= -(1.0 - self.lambda_)
+        pair += gain.astype(np.float32)[None, :]
         chosen = np.empty(k, dtype=np.int64)
         pick = int(np.argmax(gain))  # no redundancy yet: the most relevant goes first
         objective = pair[pick].copy()
@@ -279,7 +282,7 @@ class CategoryCap:
                 f"strict={self.strict})")
 
     def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = _candidates(item_idx, scores)
+        item_idx, scores = as_candidates(item_idx, scores)
         rows, cols = np.nonzero(self.categories.rows(item_idx))
         starts = np.searchsorted(rows, np.arange(len(item_idx) + 1)).tolist()
         cols = cols.tolist()

@@ -220,6 +220,21 @@ def test_retriever_hnsw_recall_and_cold_items(svd):
     assert new not in items[0] and (items[0] >= 0).all()
 
 
+@pytest.mark.parametrize("index", ["exact", "hnsw"])
+def test_retriever_similar_items_by_cosine_including_cold_items(svd, index):
+    retriever = Retriever(svd, RetrievalConfig(index=index, hnsw_m=8))
+    vectors = svd.item_vectors()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine = unit @ unit[3]
+    cosine[3] = -np.inf
+    items, scores = retriever.similar_items(3, 5)
+    np.testing.assert_array_equal(items, np.argsort(-cosine, kind="stable")[:5])
+    np.testing.assert_allclose(scores, cosine[items], rtol=1e-5)
+    (new,) = retriever.add_items(7 * vectors[3])  # a cold item pointing exactly like item 3
+    assert retriever.similar_items(3, 5)[0][0] == new
+    assert retriever.similar_items(new, 1)[0][0] == 3
+
+
 def test_retriever_falls_back_to_full_scoring(synthetic):
     model = EASE(l2=50).fit(synthetic.interactions)
     retriever = Retriever(model)
@@ -231,6 +246,7 @@ def test_retriever_falls_back_to_full_scoring(synthetic):
     np.testing.assert_allclose(scores, expected_scores)
     with pytest.raises(ConfigError, match="item_vectors"):
         retriever.add_items(np.zeros((1, 4)))
+    np.testing.assert_array_equal(retriever.similar_items(5, 4)[0], model.similar_items(5, 4)[0])
 
 
 def test_concurrent_adds_and_searches(catalog):
@@ -245,7 +261,7 @@ def test_concurrent_adds_and_searches(catalog):
             for r in range(60):
                 items, _ = index.search(queries[r % len(queries)], 10, exclude=[list(range(r))])
                 assert (items >= 0).all() and not np.isin(items, np.arange(r)).any()
-        except Exception as error:  # surfaced below: a thread's exception is otherwise lost
+        except Exception as error:  # noqa: BLE001 - surfaced below: a thread's exception is otherwise lost
             errors.append(error)
 
     threads = [threading.Thread(target=search) for _ in range(2)]
