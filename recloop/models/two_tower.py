@@ -42,12 +42,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recloop.data.features import Features
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.base import UNKNOWN_USER
 from recloop.models.neural import NeuralRecommender
 from recloop.models.side_inputs import CategoricalInputs, MeanEmbedding, item_text_embeddings
 from recloop.text.encoder import DEFAULT_MODEL, TextEncoder, TextEncoderConfig
+from recloop.text.items import embed_features
 from recloop.text.projection import RidgeProjection
 from recloop.train.config import TrainerConfig
 
@@ -215,6 +217,8 @@ class TowerData:
 class TwoTower(NeuralRecommender):
     name = "two-tower"
     config_class = TwoTowerConfig
+    #: The ways ``text_to_item_vectors`` can map text into the item space.
+    text_projections = PROJECTIONS
 
     @property
     def scores_depend_on_user_id(self) -> bool:
@@ -243,6 +247,11 @@ class TwoTower(NeuralRecommender):
     def text_encoder(self) -> TextEncoder:
         """The encoder that produced this model's item text embeddings."""
         return TextEncoder(TextEncoderConfig(model=self.config.text_model, cache_dir=self.config.text_cache_dir))
+
+    def embed_items(self, features: Features) -> np.ndarray:
+        """Text embeddings of the rows of ``features`` as this model encodes item text (its
+        encoder and ``text_fields``): the input of :meth:`text_to_item_vectors` for new items."""
+        return embed_features(features, self.text_encoder(), self.config.text_fields or None)
 
     def build_network(self) -> nn.Module:
         return TwoTowerNetwork(self.n_items, self.config, self.item_cat_, self.item_text_, self.user_cat_,
