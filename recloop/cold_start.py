@@ -262,10 +262,16 @@ class ColdStartRecord:
 
 
 def _build(spec: ModelSpec, seed: int) -> Recommender:
+    """The model of ``spec``, its own seed (or its trainer's) set to the split seed."""
     model_class = get_model_class(spec.name)
     params = dict(spec.params)
-    if "seed" in {f.name for f in dataclasses.fields(model_class.config_class)}:
+    fields = {f.name for f in dataclasses.fields(model_class.config_class)}
+    if "seed" in fields:
         params["seed"] = seed
+    if "train" in fields:
+        train = params.get("train", {})
+        params["train"] = ({**train, "seed": seed} if isinstance(train, Mapping)
+                           else dataclasses.replace(train, seed=seed))
     return model_class(**params)
 
 
