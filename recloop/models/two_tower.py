@@ -291,10 +291,14 @@ class TwoTower(NeuralRecommender):
         return self.network_.item_vectors()
 
     def _user_matrix(self, user_idx: np.ndarray, history: UserHistories, items: torch.Tensor) -> torch.Tensor:
-        x = history.to_csr()
-        x.data[:] = 1.0 / np.repeat(np.maximum(np.diff(x.indptr), 1), np.diff(x.indptr))  # row means
-        pooled = torch.from_numpy(np.asarray(x @ items.cpu().numpy(), dtype=np.float32)).to(items.device)
-        return self.network_.user_vectors(pooled, torch.from_numpy(user_idx).to(items.device))
+        x = history.to_csr()  # distinct items per user, as in training
+        lengths = np.diff(x.indptr)
+        device = items.device
+        rows = torch.from_numpy(np.repeat(np.arange(len(lengths)), lengths)).to(device)
+        cols = torch.from_numpy(x.indices.astype(np.int64)).to(device)
+        pooled = items.new_zeros(len(lengths), items.shape[1]).index_add_(0, rows, items[cols])  # (b, d)
+        pooled = pooled / torch.from_numpy(np.maximum(lengths, 1)).to(device, items.dtype).unsqueeze(-1)
+        return self.network_.user_vectors(pooled, torch.from_numpy(user_idx).to(device))
 
     def score_batch(self, user_idx: np.ndarray, history: UserHistories) -> torch.Tensor:
         items = self._item_matrix()
