@@ -119,6 +119,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _jsonable(value: Any) -> Any:
     """Tuples to lists, numpy scalars to Python, paths to strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -3,7 +3,9 @@
 Configs name experiments; flags override their fields: ``--set model.l2=300`` or the
 shorthand ``--model.l2=300``. The environment is read here and only here:
 ``RECLOOP_DATA_DIR`` (where datasets are looked for), ``RECLOOP_CACHE_DIR`` (where
-downloads go) and ``RECLOOP_OFFLINE=1`` (never download).
+downloads go), ``RECLOOP_OFFLINE=1`` (never download), and under ``torchrun`` its
+``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` (data-parallel training; only rank 0 prints and
+writes files).
 """
 
 from __future__ import annotations
@@ -164,7 +166,16 @@ def main(argv: list[str] | None = None) -> int:
             args.set = args.set + overrides
         elif overrides:
             raise RecloopError(f"'{args.command}' takes no config overrides ({overrides[0]})")
-        return COMMANDS[args.command](args) or 0
+        distributed = _start_distributed()
+        if distributed is not None and not distributed.is_main and hasattr(args, "quiet"):
+            args.quiet = True  # only rank 0 prints
+        try:
+            return COMMANDS[args.command](args) or 0
+        finally:
+            if distributed is not None:
+                from recloop.train.distributed import teardown
+
+                teardown()
     except RecloopError as error:
         if debug:
             raise
@@ -179,6 +190,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recloop: internal error: {type(error).__name__}: {error} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _start_distributed():
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment): join the process group,
+    so every Trainer of this process trains data-parallel. ``None`` for a plain run."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return None
+    from recloop.train import distributed
+
+    return distributed.setup(distributed.context_from_env(os.environ))
+
+
+def _is_main() -> bool:
+    """Whether this process writes outputs (rank 0 of a distributed run, or the only one)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return True
+    from recloop.train.distributed import is_main_process
+
+    return is_main_process()
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -259,6 +289,8 @@ def cmd_train(args) -> int:
     config = _pick(_load(args), args.model)
     data = _prepare(args, config)
     run = run_model(config.model, data, config, progress=not args.quiet)
+    if not _is_main():
+        return 0
     run.model.save(args.output, metrics=run.record(), extra={"experiment": config.to_dict()})
     _print_run(run)
     print(f"artifact written to {args.output}", file=sys.stderr)
@@ -272,6 +304,8 @@ def cmd_evaluate(args) -> int:
     config = _pick(_load(args), args.model)
     data = _prepare(args, config)
     run = run_model(config.model, data, config, progress=not args.quiet)
+    if not _is_main():
+        return 0
     _print_run(run)
     if args.json_path:
         record = {**run.record(), "experiment": config.to_dict(), "split": data.split.describe()}
@@ -301,6 +335,8 @@ def cmd_compare(args) -> int:
         if not args.quiet:
             print(f"  {spec.display_name}: ndcg@10 {run.test.summary().get('ndcg@10', float('nan')):.4f} "
                   f"({time.perf_counter() - start:.1f}s)", file=sys.stderr)
+    if not _is_main():
+        return 0
     results = {label: run.test for label, run in runs.items()}
     fit_seconds = {label: run.fit_seconds for label, run in runs.items()}
     print(comparison_table(results, fit_seconds))

@@ -189,7 +189,9 @@ def model_spec(table: Any, where: str) -> ModelSpec:
     grid = table.pop("grid", {}) or {}
     config_class = MODELS[name].config_class
     params = from_dict(config_class, table, f"{where}.")  # validates names and types
-    values = {k: getattr(params, k) for k in table}
+    # Nested configs (``train``) stay plain tables here, so specs and run records are JSON-able.
+    values = {k: _plain(getattr(params, k)) if dataclasses.is_dataclass(getattr(params, k)) else getattr(params, k)
+              for k in table}
     checked_grid = {}
     for key, options in grid.items():
         if not isinstance(options, list) or not options:
@@ -209,13 +211,30 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         if key not in fields:
             raise ConfigError(f"unknown config key {prefix + key!r}{closest(key, fields)}; "
                               f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''} are {sorted(fields)}")
-    values = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
+    values = {key: _convert(_onto_default(fields[key], value, hints[key]), hints[key], f"{prefix}{key}")
+              for key, value in data.items()}
     try:
         return cls(**values)
     except ConfigError:
         raise
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {error}") from None
+
+
+def _onto_default(spec: dataclasses.Field, value: Any, hint: Any) -> Any:
+    """A partial table for a nested dataclass field fills in that field's own default,
+    so ``[model.train] epochs = 5`` keeps the model's other training defaults."""
+    if not (isinstance(value, Mapping) and dataclasses.is_dataclass(hint)):
+        return value
+    if spec.default is not dataclasses.MISSING:
+        default = spec.default
+    elif spec.default_factory is not dataclasses.MISSING:
+        default = spec.default_factory()
+    else:
+        return value
+    if not isinstance(default, hint):
+        return value
+    return {**{f.name: getattr(default, f.name) for f in dataclasses.fields(default) if f.init}, **value}
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:
@@ -233,6 +252,8 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
                 errors.append(str(error))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {hint}")
     if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):  # an already-built nested config (Model(train=TrainerConfig(...)))
+            return value
         return from_dict(hint, value, f"{where}.")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

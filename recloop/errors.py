@@ -37,3 +37,7 @@ def closest(name: str, candidates: Iterable[str]) -> str:
     """A ``" (did you mean 'x'?)"`` suffix naming the closest candidate, or ``""``."""
     match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+class TrainingError(RecloopError):
+    """Training cannot go on: the loss diverged (NaN/inf) or a checkpoint does not fit."""

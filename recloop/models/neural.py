@@ -1,0 +1,127 @@
+"""The base of recloop's neural models: a ``Recommender`` trained by the one ``Trainer``.
+
+A neural model is four short methods on top of :class:`NeuralRecommender`::
+
+    @dataclass(frozen=True)
+    class MyConfig:
+        hidden: int = 64
+        train: TrainerConfig = TrainerConfig(epochs=20)   # [model.train] in TOML
+
+    class MyModel(NeuralRecommender):
+        name = "my-model"
+        config_class = MyConfig
+
+        def build_network(self) -> nn.Module: ...         # sizes from n_users / n_items
+        def training_data(self, train) -> TrainData: ...   # examples -> batches of tensors
+        def loss(self, batch) -> torch.Tensor: ...         # uses self.network_
+        def score_batch(self, user_idx, history) -> torch.Tensor: ...  # (b, n_items)
+
+The base fits (seeded network initialisation, then :class:`~recloop.train.Trainer` with
+early stopping on the validation log the experiment runner passes, ranking all items
+with the core evaluator), scores under ``torch.no_grad`` in eval mode, and saves the
+network's ``state_dict`` as plain arrays (``network.<name>``) in the artifact, so a
+reloaded model scores bit-identically. Everything a network needs to be rebuilt must
+follow from the config, ``n_users``/``n_items`` and the saved arrays.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from recloop.data.interactions import Interactions, UserHistories
+from recloop.errors import ConfigError
+from recloop.models.base import Recommender
+from recloop.train.config import TrainerConfig
+from recloop.train.trainer import TrainData, Trainer, TrainResult
+from recloop.utils import seed_everything
+
+NETWORK_PREFIX = "network."
+
+
+class NeuralRecommender(Recommender):
+    """A recommender whose state is a ``torch.nn.Module`` trained by :class:`Trainer`.
+
+    The config class must have a ``train: TrainerConfig`` field. After ``fit``:
+    ``network_`` (the trained module, eval mode) and ``train_result_`` (the
+    :class:`~recloop.train.TrainResult`: per-epoch loss, validation metric, timings).
+    """
+
+    uses_validation: ClassVar[bool] = True
+
+    def __init__(self, config: Any = None, **hyperparameters: Any):
+        super().__init__(config, **hyperparameters)
+        if not isinstance(getattr(self.config, "train", None), TrainerConfig):
+            raise ConfigError(f"{type(self).__name__}: {self.config_class.__name__} needs a "
+                              "'train: TrainerConfig' field")
+
+    # --- what a model defines --------------------------------------------------------------------
+    @abstractmethod
+    def build_network(self) -> nn.Module:
+        """A freshly initialised network for ``self.n_users`` users and ``self.n_items`` items."""
+
+    @abstractmethod
+    def training_data(self, train: Interactions) -> TrainData:
+        """The training examples of ``train`` (see :class:`~recloop.train.TrainData`)."""
+
+    @abstractmethod
+    def loss(self, batch: Any) -> torch.Tensor:
+        """The scalar loss of one batch, computed with ``self.network_``."""
+
+    @abstractmethod
+    def score_batch(self, user_idx: np.ndarray, history: UserHistories) -> torch.Tensor:
+        """``(len(user_idx), n_items)`` scores; called in eval mode with gradients off."""
+
+    def prepare(self, train: Interactions) -> None:
+        """Derive state from ``train`` before the network is built (e.g. item popularity
+        for negative sampling). State that scoring needs must also be in ``_get_state``."""
+
+    # --- fitting and scoring -----------------------------------------------------------------------
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        cfg: TrainerConfig = self.config.train
+        validate = self._validator(train, valid) if valid is not None and len(valid) else None
+        seed_everything(cfg.seed)
+        self.prepare(train)
+        trainer = Trainer(cfg, name=self.name)
+        self.network_ = self.build_network().to(trainer.device)
+        data = self.training_data(train)
+        self.train_result_: TrainResult = trainer.fit(self.network_, self.loss, data, validate)
+
+    def _validator(self, train: Interactions, valid: Interactions):
+        """The validation metric of the current network: full ranking of ``valid`` targets
+        with ``train`` as history (masked), as the experiment's validation does."""
+        from recloop.evaluate.evaluator import EvaluationConfig, Evaluator  # evaluator imports the registry
+
+        metric = self.config.train.metric
+        name, _, cutoff = metric.partition("@")
+        evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric))
+        return lambda: evaluator.evaluate(self, valid, train)[metric]
+
+    def _score(self, user_idx: np.ndarray, history: UserHistories) -> torch.Tensor:
+        was_training = self.network_.training
+        self.network_.eval()
+        try:
+            with torch.no_grad():
+                return self.score_batch(user_idx, history).float()
+        finally:
+            self.network_.train(was_training)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network lives (the training device after fit; CPU after load)."""
+        return next(self.network_.parameters()).device
+
+    # --- persistence ---------------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {NETWORK_PREFIX + k: v.detach().to("cpu").numpy() for k, v in self.network_.state_dict().items()}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.network_ = self.build_network()
+        weights = {k[len(NETWORK_PREFIX):]: torch.from_numpy(np.array(v)) for k, v in state.items()
+                   if k.startswith(NETWORK_PREFIX)}
+        self.network_.load_state_dict(weights)
+        self.network_.eval()

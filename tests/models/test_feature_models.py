@@ -1,0 +1,144 @@
+"""NeuMF, the feature MLP and the two-tower model: the shared contract, plus cold items
+and users scored through features and text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recloop.data import UserHistories
+from recloop.errors import ConfigError
+from recloop.models import UNKNOWN_USER, MLPRecommender, NeuMF, TwoTower
+from tests.models.contract import RecommenderContract
+
+CACHE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def embedding_cache(tmp_path_factory):
+    CACHE["dir"] = str(tmp_path_factory.mktemp("embeddings"))
+    return CACHE["dir"]
+
+
+def tiny_train(**overrides):
+    return {"epochs": 25, "lr": 1e-2, "batch_size": 128, "patience": 8, "seed": 0, "num_threads": 1,
+            "progress": False, **overrides}
+
+
+class TestNeuMFContract(RecommenderContract):
+    min_ndcg = 0.2
+
+    def make_model(self, seed):
+        return NeuMF(factors=8, layers=(16, 8), train=tiny_train(seed=seed))
+
+
+class TestMLPContract(RecommenderContract):
+    min_ndcg = 0.2
+
+    def make_model(self, seed):
+        return MLPRecommender(dim=16, layers=(32,), train=tiny_train(seed=seed))
+
+
+class TestTwoTowerContract(RecommenderContract):
+    min_ndcg = 0.3
+
+    def make_model(self, seed):
+        pytest.importorskip("sentence_transformers")
+        return TwoTower(dim=16, hidden=(32,), max_history=10, text_cache_dir=CACHE["dir"],
+                        train=tiny_train(seed=seed, epochs=15))
+
+
+# --- cold items and users -----------------------------------------------------------------------------
+def topics(dataset) -> np.ndarray:
+    return dataset.item_features.categorical["genre"].matrix.indices  # one topic per synthetic item
+
+
+def without_items(log, items):
+    return log.select(~np.isin(log.item_idx, items))
+
+
+@pytest.fixture(scope="module")
+def cold_setup(synthetic):
+    """The synthetic log minus one planted cold item per topic."""
+    topic = topics(synthetic)
+    cold = np.array([np.flatnonzero(topic == c)[0] for c in np.unique(topic)])
+    return synthetic, without_items(synthetic.interactions, cold), cold
+
+
+@pytest.fixture(scope="module")
+def two_tower(cold_setup):
+    pytest.importorskip("sentence_transformers")
+    dataset, train, _ = cold_setup
+    return TwoTower(dim=16, hidden=(32,), max_history=10, id_dropout=0.3, text_cache_dir=CACHE["dir"],
+                    train=tiny_train(epochs=12, patience=0)).fit(train, item_features=dataset.item_features)
+
+
+def topic_users(dataset, cold, n_warm=4):
+    """One anonymous history per topic: its first ``n_warm`` warm items."""
+    topic = topics(dataset)
+    rows = [[i for i in np.flatnonzero(topic == topic[c]) if i not in cold][:n_warm] for c in cold]
+    return UserHistories.from_lists(rows, len(topic))
+
+
+@pytest.mark.parametrize("projection", ["tower", "ridge"])
+def test_two_tower_ranks_the_planted_cold_item_of_the_users_topic_first(two_tower, cold_setup, projection):
+    dataset, _, cold = cold_setup
+    text = two_tower.embed_items(dataset.item_features.take(cold))
+    cold_vectors = two_tower.text_to_item_vectors(text, projection=projection)  # (n_topics, d)
+    histories = topic_users(dataset, cold)
+    users = two_tower.user_vectors(np.full(len(cold), UNKNOWN_USER), histories)
+    ranked_first = np.argmax(users @ cold_vectors.T, axis=1)
+    assert (ranked_first == np.arange(len(cold))).mean() >= 5 / 6
+
+
+def test_two_tower_scores_in_catalog_cold_items_from_their_content(two_tower, cold_setup):
+    dataset, _, cold = cold_setup
+    assert not two_tower.item_known_[cold].any()
+    items, _ = two_tower.recommend(np.full(len(cold), UNKNOWN_USER), k=1, history=topic_users(dataset, cold),
+                                   candidates=cold)
+    assert (items[:, 0] == cold).mean() >= 5 / 6
+
+
+def test_two_tower_scores_are_dot_products_of_its_vectors(two_tower, synthetic):
+    users = np.arange(6)
+    history = two_tower.history_.histories(users)
+    np.testing.assert_allclose(two_tower.score(users, history),
+                               two_tower.user_vectors(users, history) @ two_tower.item_vectors().T, atol=1e-5)
+    counts = two_tower.history_.item_counts()
+    warm = counts > 0
+    np.testing.assert_allclose(two_tower.log_q_[warm], np.log(counts[warm] / counts.sum()), rtol=1e-5)
+
+
+def test_two_tower_text_projection_round_trips_through_save(two_tower, cold_setup, tmp_path):
+    dataset, _, cold = cold_setup
+    loaded = TwoTower.load(two_tower.save(tmp_path / "tt"))
+    text = two_tower.embed_items(dataset.item_features.take(cold))
+    for projection in ("tower", "ridge"):
+        np.testing.assert_allclose(loaded.text_to_item_vectors(text, projection),
+                                   two_tower.text_to_item_vectors(text, projection), atol=1e-6)
+
+
+def test_feature_mlp_scores_cold_items_by_their_genre(cold_setup):
+    dataset, train, cold = cold_setup
+    model = MLPRecommender(dim=16, layers=(32,), id_dropout=0.3, train=tiny_train(epochs=15, patience=0)).fit(
+        train, item_features=dataset.item_features)
+    # A training user devoted to one topic (most of their history in it) prefers its cold item.
+    topic = topics(dataset)
+    hits = []
+    for user in range(train.n_users):
+        own = topic[train.histories([user]).row(0)]
+        if len(own) >= 8 and (own == own[0]).mean() > 0.9:
+            items, _ = model.recommend([user], k=1, candidates=cold)
+            hits.append(topic[items[0, 0]] == own[0])
+    assert len(hits) >= 10 and np.mean(hits) >= 0.5  # chance: 1/6
+
+
+def test_models_needing_features_say_so(synthetic):
+    with pytest.raises(ConfigError, match="item_features=dataset.item_features"):
+        TwoTower(train=tiny_train(epochs=1)).fit(synthetic.interactions)
+    with pytest.raises(ConfigError, match="item_features=dataset.item_features"):
+        MLPRecommender(train=tiny_train(epochs=1)).fit(synthetic.interactions)
+    with pytest.raises(ConfigError, match="layers\\[0\\].*even"):
+        NeuMF(layers=(15, 8))
+    with pytest.raises(ConfigError, match="projection"):
+        TwoTower(projection="linear")

@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+
+from recloop.data import Interactions, UserHistories, leave_one_out
+from recloop.data.ids import IdMap
+from recloop.errors import ConfigError
+from recloop.models import GRU4Rec, SASRec
+from recloop.models.sequential import IGNORE, SequenceBatches, history_tokens, last_tokens
+from tests.models.contract import RecommenderContract
+
+
+def tiny_train(**overrides):
+    return {"epochs": 25, "lr": 5e-3, "batch_size": 64, "patience": 5, "seed": 0, "num_threads": 1,
+            "progress": False, **overrides}
+
+
+class TestSASRecContract(RecommenderContract):
+    min_ndcg = 0.3
+
+    def make_model(self, seed):
+        return SASRec(hidden=32, layers=1, heads=2, max_len=20, dropout=0.1, attention_dropout=0.1,
+                      train=tiny_train(seed=seed))
+
+
+class TestGRU4RecContract(RecommenderContract):
+    min_ndcg = 0.3
+
+    def make_model(self, seed):
+        return GRU4Rec(embedding=32, hidden=32, max_len=20, dropout=0.1, train=tiny_train(seed=seed))
+
+
+class TestSampledSoftmaxSASRecContract(RecommenderContract):
+    min_ndcg = 0.25
+
+    def make_model(self, seed):
+        return SASRec(hidden=32, layers=1, max_len=20, dropout=0.1, attention_dropout=0.1, loss="sampled",
+                      n_negatives=20, negatives="popularity", train=tiny_train(seed=seed))
+
+
+def test_tokens_are_bos_then_the_latest_items_left_padded():
+    items = np.array([5, 6, 7, 1, 2])
+    # rows: [5, 6, 7] and [1, 2] and an empty one
+    out = last_tokens(items, np.array([0, 3, 5]), np.array([3, 5, 5]), max_len=3, bos=9)
+    np.testing.assert_array_equal(out, [[6, 7, 8], [9, 2, 3], [0, 0, 9]])
+    out = last_tokens(items, np.array([0, 3]), np.array([3, 5]), max_len=5, bos=None)
+    np.testing.assert_array_equal(out, [[0, 0, 6, 7, 8], [0, 0, 0, 2, 3]])
+
+
+def test_whole_sequence_targets_are_the_next_items():
+    users, items = IdMap(["a", "b"], "user"), IdMap([str(i) for i in range(10)], "item")
+    log = Interactions(np.array([0, 0, 0, 0, 1]), np.array([3, 4, 5, 6, 9]), users, items)
+    data = SequenceBatches.from_log(log, max_len=3)
+    bos = 11
+    # user a: tokens [BOS, 4, 5, 6, 7] (item + 1); inputs = last 3 of tokens[:-1], targets = the items after them
+    np.testing.assert_array_equal(data.inputs, [[4, 5, 6], [0, 0, bos]])
+    np.testing.assert_array_equal(data.targets, [[4, 5, 6], [IGNORE, IGNORE, 9]])
+    inputs, targets = data.batch(np.array([1]))
+    assert inputs.shape == (1, 1) and int(inputs[0, 0]) == bos and int(targets[0, 0]) == 9
+
+
+def test_scoring_uses_the_given_history_not_the_training_log(synthetic):
+    parts = leave_one_out(synthetic.interactions)
+    model = SASRec(hidden=16, layers=1, max_len=10, train=tiny_train(epochs=2)).fit(parts.train)
+    a = UserHistories.from_lists([[1, 2, 3]], model.n_items)
+    b = UserHistories.from_lists([[7, 8]], model.n_items)
+    assert not np.allclose(model.score([0], a), model.score([0], b))
+    # Only the last max_len items matter.
+    long = UserHistories.from_lists([list(range(30)) + [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], model.n_items)
+    short = UserHistories.from_lists([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], model.n_items)
+    np.testing.assert_allclose(model.score([0], long), model.score([0], short), atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: SASRec(hidden=16, layers=1, max_len=10, train=tiny_train(epochs=2)),
+    lambda: GRU4Rec(embedding=16, hidden=16, max_len=10, train=tiny_train(epochs=2)),
+])
+def test_user_and_item_vectors_reproduce_the_scores(synthetic, make):
+    model = make().fit(synthetic.interactions)
+    users = np.arange(7)
+    expected = model.score(users)
+    vectors = model.user_vectors(users) @ model.item_vectors().T
+    np.testing.assert_allclose(vectors, expected, rtol=1e-4, atol=1e-4)
+    empty = UserHistories.from_lists([[]], model.n_items)
+    assert model.user_vectors([-1], empty).shape == (1, model.item_vectors().shape[1])
+
+
+def test_text_initialised_item_table_projects_text(synthetic):
+    class TextSASRec(SASRec):
+        def item_text_embeddings(self):
+            # one-hot genre as a stand-in "text embedding" (the encoder lives in recloop.text)
+            return self.item_features_.categorical["genre"].matrix.toarray().astype(np.float32)
+
+    parts = leave_one_out(synthetic.interactions)
+    model = TextSASRec(hidden=16, layers=1, max_len=10, text_init=True, train=tiny_train(epochs=2))
+    model.fit(parts.train, item_features=synthetic.item_features)
+    text = model.item_text_embeddings()
+    projected = model.text_to_item_vectors(text)
+    assert projected.shape == (model.n_items, 16)
+    ids = model.network_.items.embedding.weight[1:model.n_items + 1].detach().numpy()
+    np.testing.assert_allclose(model.item_vectors(), ids + projected, atol=1e-5)
+    with pytest.raises(ConfigError, match="without text_init"):
+        SASRec(hidden=16, layers=1, max_len=10, train=tiny_train(epochs=1)).fit(parts.train).text_to_item_vectors(text)
+
+
+def test_text_init_without_item_text_says_so(synthetic):
+    parts = leave_one_out(synthetic.interactions)
+    with pytest.raises(ConfigError, match="text_init"):
+        SASRec(hidden=16, text_init=True, train=tiny_train(epochs=1)).fit(parts.train)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"hidden": 30, "heads": 4}, "heads"),
+    ({"loss": "bce"}, "loss"),
+    ({"dropout": 1.5}, "dropout"),
+    ({"negatives": "zipf"}, "negatives"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"train": {"schedule": "cosin"}}, "cosine"),
+])
+def test_bad_hyperparameters_name_the_field(bad, field):
+    with pytest.raises(ConfigError, match=field):
+        SASRec(**bad)
+
+
+def test_network_forward_is_causal():
+    model = SASRec(hidden=16, layers=2, max_len=8, dropout=0.0, attention_dropout=0.0)
+    from recloop.models.sasrec import SASRecNetwork
+    net = SASRecNetwork(20, model.config).eval()
+    a = torch.tensor([[0, 0, 21, 3, 4, 5, 6, 7]])
+    b = torch.tensor([[0, 0, 21, 3, 4, 9, 9, 9]])
+    with torch.no_grad():
+        np.testing.assert_allclose(net.encode(a)[:, :5].numpy(), net.encode(b)[:, :5].numpy(), atol=1e-6)
