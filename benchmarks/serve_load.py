@@ -17,7 +17,6 @@ server (loopback), so their CPU is not available to the server.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -35,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import run as offer  # noqa: E402
-from loadgen import run_sync  # noqa: E402
+from loadgen import run as offer
+from loadgen import run_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +171,7 @@ def main() -> None:
                "recommend": [], "saturation_rps": [], "events": []}
     process = start(artifact, folder / "events.db", port, config["workers"], folder / "server.log")
     try:
-        bodies = lambda i: user_bodies[i % len(user_bodies)]  # noqa: E731
+        bodies = lambda i: user_bodies[i % len(user_bodies)]
         run_sync(offer(url + "/recommend", bodies, 50, config["warmup_seconds"]))
         for rate in config["rates"]:
             runs = []

@@ -7,9 +7,9 @@ import time
 
 import httpx
 import pytest
+from serve_helpers import free_port, start_server, stop_server, wait_healthy
 
 from recloop.cli import main
-from serve_helpers import free_port, start_server, stop_server, wait_healthy
 
 
 @pytest.mark.slow
