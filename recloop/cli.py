@@ -77,7 +77,64 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--items", help="comma-separated external item ids of an anonymous user, oldest first")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("serve", help="serve an artifact over HTTP: recommendations, events, new items, a web page")
+    p.add_argument("artifact", help="artifact directory (from train, compare --output or retrain)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model)")
+    p.add_argument("--db", default="recloop-events.db",
+                   help="event store: a SQLite file (default ./recloop-events.db) or postgresql://USER@HOST:PORT/DB")
+    p.add_argument("--api-key", default=os.environ.get("RECLOOP_API_KEY"),
+                   help="require this key (X-API-Key header) on write and admin endpoints "
+                        "(default: $RECLOOP_API_KEY; none: open)")
+    p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
+                   help="check the artifact directory this often and reload when it is replaced (0: off)")
+    p.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full",
+                   help="full: fsync every group commit (survives power loss); normal: survives a killed process")
+    p.add_argument("--max-k", type=int, default=100, help="largest k (and search limit) a request may ask")
+    p.add_argument("--max-list", type=int, default=500, help="longest items/exclude/filter list in a request")
+    p.add_argument("--max-batch", type=int, default=1000, help="most events in one POST /events")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger request bodies get 413")
+    p.add_argument("--candidates", type=int, default=100, help="candidates retrieved before re-ranking")
+    p.add_argument("--index", default="auto", choices=("auto", "exact", "hnsw", "ivf", "ivfpq"),
+                   help="retrieval index for models with item vectors (auto: exact up to 100k items)")
+    p.add_argument("--diversity", type=float, default=0.0, help="default MMR diversity in [0, 1] (requests may override)")
+    p.add_argument("--max-per-category", type=int, default=0, help="cap of items per genre in a list (0: none)")
+    p.add_argument("--explore", default="none", choices=("none", "epsilon", "ucb", "thompson"),
+                   help="exploration over the candidates, learning from logged clicks")
+    p.add_argument("--epsilon", type=float, default=0.1, help="slot probability of --explore epsilon")
+    p.add_argument("--reason-verb", default="watched", help='reasons read "Because you VERB X"')
+    p.add_argument("--text-model", default=None, help="sentence-transformers model for new items' text "
+                                                      "(default: all-MiniLM-L6-v2, shipped offline)")
+    p.add_argument("--torch-threads", type=int, default=1, help="PyTorch threads per worker")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    policy_options(p)
+
+    p = sub.add_parser("retrain", help="fold the event log into an artifact's training data and refit it")
+    p.add_argument("artifact", help="the artifact the service runs")
+    p.add_argument("--db", required=True, help="the service's event store (file path or postgresql:// URL)")
+    p.add_argument("--output", "-o", required=True, help="new artifact directory (may be ARTIFACT itself)")
+    p.add_argument("--reload", metavar="URL", default=None,
+                   help="then ask the running service at URL (http://host:port) to load the new artifact")
+    p.add_argument("--api-key", default=os.environ.get("RECLOOP_API_KEY"),
+                   help="API key for --reload (default: $RECLOOP_API_KEY)")
+    policy_options(p)
     return parser
+
+
+def policy_options(p) -> None:
+    p.add_argument("--positive", default="click,purchase", metavar="TYPES",
+                   help="event types that count as positive interactions (besides rate >= threshold)")
+    p.add_argument("--rating-threshold", type=float, default=4.0, help="a rate event at or above this is positive")
+
+
+def _policy(args):
+    from recloop.serve.events import EventPolicy
+
+    types = tuple(t.strip() for t in args.positive.split(",") if t.strip())
+    return EventPolicy(positive_types=types, rating_threshold=args.rating_threshold)
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -315,6 +372,80 @@ def cmd_recommend(args) -> int:
         for rank, row in enumerate(rows, 1):
             print(f"{rank:>3}. {row['item_id']:<12} {row['score']:10.4f}  {row.get('title', '')}")
     return 0
+
+
+
+
+@command("serve")
+def cmd_serve(args) -> int:
+    import tempfile
+
+    from recloop.artifact import load_artifact
+    from recloop.serve.pipeline import PipelineConfig
+    from recloop.serve.retrieval import RetrievalConfig
+    from recloop.serve.settings import ENV_VAR, Limits, ServeSettings
+    from recloop.serve.stages import ExplainConfig, ExploreConfig, RerankConfig
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise RecloopError("serving needs the serve extra: pip install 'recloop[serve]'") from None
+    artifact = Path(args.artifact).resolve()
+    load_artifact(artifact)  # fail here, with the artifact's own error, not in every worker
+    settings = ServeSettings(
+        artifact=str(artifact), db=args.db, api_key=args.api_key or None, host=args.host, port=args.port,
+        workers=args.workers, sqlite_synchronous=args.sqlite_synchronous, watch=args.watch,
+        text_model=args.text_model, torch_threads=args.torch_threads,
+        limits=Limits(max_k=args.max_k, max_list=args.max_list, max_batch=args.max_batch,
+                      max_body_bytes=args.max_body_bytes),
+        policy=_policy(args), pipeline=PipelineConfig(candidates=args.candidates),
+        retrieval=RetrievalConfig(index=args.index),
+        rerank=RerankConfig(diversity=args.diversity, max_per_category=args.max_per_category),
+        explore=ExploreConfig(method=args.explore, epsilon=args.epsilon), explain=ExplainConfig(verb=args.reason_verb))
+    os.environ[ENV_VAR] = settings.to_json()  # read by each worker's app factory
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recloop-metrics-")
+    print(f"serving {artifact} on http://{args.host}:{args.port} ({args.workers} worker(s), events in {args.db}"
+          f"{', API key required for writes' if settings.api_key else ''})", file=sys.stderr)
+    uvicorn.run("recloop.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=args.log_level, access_log=args.access_log,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+@command("retrain")
+def cmd_retrain(args) -> int:
+    from recloop.serve.retrain import retrain
+    from recloop.serve.store import open_store
+
+    start = time.perf_counter()
+    with open_store(args.db) as store:
+        path, stats = retrain(args.artifact, store, args.output, _policy(args))
+    print(f"folded {stats.positives} positive events of {stats.events} ({stats.new_users} new users, "
+          f"{stats.new_items} new items, {stats.skipped_unknown_items} skipped: unknown item) "
+          f"through event {stats.events_through}; wrote {path} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    if args.reload:
+        _ask_reload(args.reload, path, args.api_key)
+    return 0
+
+
+def _ask_reload(url: str, path: Path, api_key: str | None) -> None:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url.rstrip("/") + "/admin/reload", method="POST",
+                                     data=json.dumps({"artifact": str(Path(path).resolve())}).encode(),
+                                     headers={"content-type": "application/json",
+                                              **({"X-API-Key": api_key} if api_key else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise RecloopError(f"reload at {url} failed: HTTP {error.code}: {error.read().decode()[:300]}") from None
+    except urllib.error.URLError as error:
+        raise RecloopError(f"reload at {url} failed: {error.reason}") from None
+    print(f"{url} now serves {answer['artifact']} (generation {answer['generation']}, "
+          f"loaded in {answer['seconds']:.1f}s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

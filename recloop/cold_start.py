@@ -5,6 +5,10 @@ removed from training together with every interaction on it. Each user with a he
 interaction on a cold item is then ranked against *all cold items and only them*, given
 their training history; the targets are the cold items they interacted with. Only
 models that can score an item from its content (text, genres) do better than chance.
+The cold items stay in the vocabulary with their features, so a model scores them as it
+scores any catalog item (``model.score``); a model that can also place an item known only
+by its text (``embed_items`` + ``text_to_item_vectors`` + ``user_vectors``) gets a second
+row per projection, scored as ``user_vectors @ text_to_item_vectors(text).T``.
 
 **New users** ("given N", after Breese, Heckerman and Kadie, "Empirical Analysis of
 Predictive Algorithms for Collaborative Filtering", UAI 1998). A seeded ``fraction`` of
@@ -36,6 +40,7 @@ from recloop.data.dataset import Dataset
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.data.loading import load_dataset
 from recloop.data.preprocess import PreprocessConfig, preprocess
+from recloop.data.splits import ratio_split
 from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError, DataError
 from recloop.evaluate.evaluator import EvaluationConfig, EvaluationResult, Evaluator
@@ -127,9 +132,39 @@ class _ProtocolView:
         return scores
 
 
+class _TextProjectionView:
+    """Cold items scored as ``user_vectors @ text_to_item_vectors(their text).T``: what a
+    service does with an item it only knows by its text."""
+
+    def __init__(self, model: Recommender, cold_items: np.ndarray, cold_vectors: np.ndarray):
+        self.model, self.name = model, model.name
+        self.cold_items, self.cold_vectors = np.asarray(cold_items), np.asarray(cold_vectors, dtype=np.float32)
+
+    def score(self, user_idx: np.ndarray, history: UserHistories) -> np.ndarray:
+        scores = np.full((len(user_idx), self.model.n_items), -np.inf, dtype=np.float32)
+        scores[:, self.cold_items] = self.model.user_vectors(user_idx, history) @ self.cold_vectors.T
+        return scores
+
+
 def evaluate_cold_items(model: Recommender, split: ColdItemSplit, config: EvaluationConfig) -> EvaluationResult:
     """Rank all cold items (only them) for every user with a held-out interaction on one."""
     view = _ProtocolView(model, candidates=split.cold_items)
+    return Evaluator(config).evaluate(view, split.test, split.train)  # type: ignore[arg-type]
+
+
+def projects_text(model: Recommender) -> bool:
+    """Whether ``model`` can place items known only by text: it has ``embed_items``,
+    ``text_to_item_vectors`` and ``user_vectors``."""
+    return all(callable(getattr(model, name, None)) for name in ("embed_items", "text_to_item_vectors", "user_vectors"))
+
+
+def evaluate_cold_items_by_text(model: Recommender, split: ColdItemSplit, features, config: EvaluationConfig,
+                                projection: str | None = None) -> EvaluationResult:
+    """As :func:`evaluate_cold_items`, but the cold items' vectors come from their text alone,
+    through ``model.text_to_item_vectors(model.embed_items(...), projection)``."""
+    text = model.embed_items(features.aligned_to(model.items_).take(split.cold_items))
+    vectors = model.text_to_item_vectors(text, projection) if projection else model.text_to_item_vectors(text)
+    view = _TextProjectionView(model, split.cold_items, vectors)
     return Evaluator(config).evaluate(view, split.test, split.train)  # type: ignore[arg-type]
 
 
@@ -142,18 +177,23 @@ def evaluate_new_users(model: Recommender, split: NewUserSplit, n: int, config: 
 # --- configuration --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ColdItemProtocol:
-    """``fraction`` of items made cold; ``models`` compared (``[[cold_items.models]]``)."""
+    """``fraction`` of items made cold; ``models`` compared (``[[cold_items.models]]``).
+    ``valid_ratio``: for models that stop early, this share of each user's training
+    interactions (drawn with the split seed) becomes their validation set."""
 
     fraction: float = 0.2
+    valid_ratio: float = 0.0
     models: tuple[ModelSpec, ...] = ()
 
 
 @dataclass(frozen=True)
 class NewUserProtocol:
-    """``fraction`` of users held out; each ranked given their first ``given`` interactions."""
+    """``fraction`` of users held out; each ranked given their first ``given`` interactions.
+    ``valid_ratio`` as in :class:`ColdItemProtocol`."""
 
     fraction: float = 0.2
     given: tuple[int, ...] = (1, 3, 5)
+    valid_ratio: float = 0.0
     models: tuple[ModelSpec, ...] = ()
 
 
@@ -222,16 +262,28 @@ class ColdStartRecord:
 
 
 def _build(spec: ModelSpec, seed: int) -> Recommender:
+    """The model of ``spec``, its own seed (or its trainer's) set to the split seed."""
     model_class = get_model_class(spec.name)
     params = dict(spec.params)
-    if "seed" in {f.name for f in dataclasses.fields(model_class.config_class)}:
+    fields = {f.name for f in dataclasses.fields(model_class.config_class)}
+    if "seed" in fields:
         params["seed"] = seed
+    if "train" in fields:
+        train = params.get("train", {})
+        params["train"] = ({**train, "seed": seed} if isinstance(train, Mapping)
+                           else dataclasses.replace(train, seed=seed))
     return model_class(**params)
 
 
-def _fit(model: Recommender, dataset: Dataset, train: Interactions) -> float:
+def _fit(model: Recommender, dataset: Dataset, train: Interactions, valid_ratio: float, seed: int) -> float:
+    """Fit on ``train``; a model that stops early first gives up ``valid_ratio`` of each
+    user's interactions as its validation set (warm items only, full ranking)."""
     start = time.perf_counter()
-    model.fit(train, item_features=dataset.item_features, user_features=dataset.user_features)
+    valid = None
+    if model.uses_validation and valid_ratio > 0:
+        parts = ratio_split(train, valid_ratio, seed=seed)
+        train, valid = parts.train, parts.test
+    model.fit(train, item_features=dataset.item_features, user_features=dataset.user_features, valid=valid)
     return time.perf_counter() - start
 
 
@@ -253,18 +305,26 @@ def run_cold_start(config: ColdStartConfig, dataset: Dataset | None = None, data
                 f"{len(split.test.active_users())} users")
             for spec in config.cold_items.models:
                 model = _build(spec, seed)
-                seconds = _fit(model, dataset, split.train)
+                seconds = _fit(model, dataset, split.train, config.cold_items.valid_ratio, seed)
                 result = evaluate_cold_items(model, split, config.evaluation)
                 records.append(ColdStartRecord("cold-items", spec.display_name, seed, result.summary(),
                                                len(result.users), seconds, result=result))
                 say(f"  cold items  {spec.display_name:<28} ndcg@10 {result.summary().get('ndcg@10', 0):.4f} "
                     f"({seconds:.1f}s fit)")
+                if projects_text(model) and dataset.item_features is not None:
+                    for projection in getattr(model, "text_projections", (None,)):
+                        result = evaluate_cold_items_by_text(model, split, dataset.item_features, config.evaluation,
+                                                             projection)
+                        label = f"{spec.display_name} [text -> {projection or 'projection'}]"
+                        records.append(ColdStartRecord("cold-items", label, seed, result.summary(),
+                                                       len(result.users), seconds, result=result))
+                        say(f"  cold items  {label:<28} ndcg@10 {result.summary().get('ndcg@10', 0):.4f}")
         if config.new_users.models:
             split = new_user_split(dataset.interactions, config.new_users.fraction, seed)
             say(f"seed {seed}: {len(split.new_users)} new users, {len(split.test)} held-out interactions")
             for spec in config.new_users.models:
                 model = _build(spec, seed)
-                seconds = _fit(model, dataset, split.train)
+                seconds = _fit(model, dataset, split.train, config.new_users.valid_ratio, seed)
                 for n in config.new_users.given:
                     result = evaluate_new_users(model, split, n, config.evaluation)
                     records.append(ColdStartRecord("new-users", spec.display_name, seed, result.summary(),

@@ -58,7 +58,10 @@ def test_text_ranker_beats_genre_popularity_on_cold_items(synthetic, tmp_path):
         "seeds": [0, 1],
         "cold_items": {"fraction": 0.2, "models": [
             {"name": "random"}, {"name": "genre-popular"},
-            {"name": "content", "cache_dir": str(tmp_path), "device": "cpu"}]},
+            {"name": "content", "cache_dir": str(tmp_path), "device": "cpu"},
+            {"name": "two-tower", "dim": 16, "hidden": [32], "max_history": 10, "id_dropout": 0.3,
+             "text_cache_dir": str(tmp_path),
+             "train": {"epochs": 10, "lr": 1e-2, "batch_size": 128, "num_threads": 1, "progress": False}}]},
         "new_users": {"fraction": 0.2, "given": [1, 3], "models": [
             {"name": "random"}, {"name": "content", "cache_dir": str(tmp_path), "device": "cpu"}]},
     })
@@ -67,6 +70,8 @@ def test_text_ranker_beats_genre_popularity_on_cold_items(synthetic, tmp_path):
     assert cold["content"]["ndcg@10"] > cold["genre-popular"]["ndcg@10"] > 0
     assert cold["content"]["ndcg@10"] > 2 * cold["random"]["ndcg@10"]
     assert len(cold["content"]["ndcg@10_seeds"]) == 2
+    for label in ("two-tower", "two-tower [text -> tower]", "two-tower [text -> ridge]"):
+        assert cold[label]["ndcg@10"] > 2 * cold["random"]["ndcg@10"], label
     for n in (1, 3):
         new = {row["model"]: row for row in median_table(records, ("ndcg@10",), "new-users", given=n)}
         assert new["content"]["ndcg@10"] > new["random"]["ndcg@10"]

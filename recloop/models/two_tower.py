@@ -42,12 +42,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recloop.data.features import Features
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.base import UNKNOWN_USER
 from recloop.models.neural import NeuralRecommender
 from recloop.models.side_inputs import CategoricalInputs, MeanEmbedding, item_text_embeddings
 from recloop.text.encoder import DEFAULT_MODEL, TextEncoder, TextEncoderConfig
+from recloop.text.items import embed_features
 from recloop.text.projection import RidgeProjection
 from recloop.train.config import TrainerConfig
 
@@ -215,6 +217,8 @@ class TowerData:
 class TwoTower(NeuralRecommender):
     name = "two-tower"
     config_class = TwoTowerConfig
+    #: The ways ``text_to_item_vectors`` can map text into the item space.
+    text_projections = PROJECTIONS
 
     @property
     def scores_depend_on_user_id(self) -> bool:
@@ -243,6 +247,11 @@ class TwoTower(NeuralRecommender):
     def text_encoder(self) -> TextEncoder:
         """The encoder that produced this model's item text embeddings."""
         return TextEncoder(TextEncoderConfig(model=self.config.text_model, cache_dir=self.config.text_cache_dir))
+
+    def embed_items(self, features: Features) -> np.ndarray:
+        """Text embeddings of the rows of ``features`` as this model encodes item text (its
+        encoder and ``text_fields``): the input of :meth:`text_to_item_vectors` for new items."""
+        return embed_features(features, self.text_encoder(), self.config.text_fields or None)
 
     def build_network(self) -> nn.Module:
         return TwoTowerNetwork(self.n_items, self.config, self.item_cat_, self.item_text_, self.user_cat_,
@@ -282,10 +291,14 @@ class TwoTower(NeuralRecommender):
         return self.network_.item_vectors()
 
     def _user_matrix(self, user_idx: np.ndarray, history: UserHistories, items: torch.Tensor) -> torch.Tensor:
-        x = history.to_csr()
-        x.data[:] = 1.0 / np.repeat(np.maximum(np.diff(x.indptr), 1), np.diff(x.indptr))  # row means
-        pooled = torch.from_numpy(np.asarray(x @ items.cpu().numpy(), dtype=np.float32)).to(items.device)
-        return self.network_.user_vectors(pooled, torch.from_numpy(user_idx).to(items.device))
+        x = history.to_csr()  # distinct items per user, as in training
+        lengths = np.diff(x.indptr)
+        device = items.device
+        rows = torch.from_numpy(np.repeat(np.arange(len(lengths)), lengths)).to(device)
+        cols = torch.from_numpy(x.indices.astype(np.int64)).to(device)
+        pooled = items.new_zeros(len(lengths), items.shape[1]).index_add_(0, rows, items[cols])  # (b, d)
+        pooled = pooled / torch.from_numpy(np.maximum(lengths, 1)).to(device, items.dtype).unsqueeze(-1)
+        return self.network_.user_vectors(pooled, torch.from_numpy(user_idx).to(device))
 
     def score_batch(self, user_idx: np.ndarray, history: UserHistories) -> torch.Tensor:
         items = self._item_matrix()

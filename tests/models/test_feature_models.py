@@ -83,7 +83,7 @@ def topic_users(dataset, cold, n_warm=4):
 @pytest.mark.parametrize("projection", ["tower", "ridge"])
 def test_two_tower_ranks_the_planted_cold_item_of_the_users_topic_first(two_tower, cold_setup, projection):
     dataset, _, cold = cold_setup
-    text = two_tower.text_encoder().encode([dataset.item_features.describe_row(int(i)) for i in cold])
+    text = two_tower.embed_items(dataset.item_features.take(cold))
     cold_vectors = two_tower.text_to_item_vectors(text, projection=projection)  # (n_topics, d)
     histories = topic_users(dataset, cold)
     users = two_tower.user_vectors(np.full(len(cold), UNKNOWN_USER), histories)
@@ -112,7 +112,7 @@ def test_two_tower_scores_are_dot_products_of_its_vectors(two_tower, synthetic):
 def test_two_tower_text_projection_round_trips_through_save(two_tower, cold_setup, tmp_path):
     dataset, _, cold = cold_setup
     loaded = TwoTower.load(two_tower.save(tmp_path / "tt"))
-    text = two_tower.text_encoder().encode([dataset.item_features.describe_row(int(i)) for i in cold])
+    text = two_tower.embed_items(dataset.item_features.take(cold))
     for projection in ("tower", "ridge"):
         np.testing.assert_allclose(loaded.text_to_item_vectors(text, projection),
                                    two_tower.text_to_item_vectors(text, projection), atol=1e-6)

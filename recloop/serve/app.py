@@ -1,0 +1,355 @@
+"""The web layer: a FastAPI app around :class:`~recloop.serve.service.RecommendationService`.
+
+``create_app(settings)`` builds the app; the model is loaded in the app's lifespan (not
+at import), the settings and the service reach endpoints as dependencies
+(``get_settings``, ``get_service``) that tests can override. ``recloop serve`` runs it
+under uvicorn. Every endpoint and body is in the OpenAPI schema at ``/docs``.
+
+Status codes: 404 unknown user or item id (the message names it), 409 an item id that
+exists, 422 a malformed or out-of-limits request (the message names the field and the
+limit), 413 a body over ``limits.max_body_bytes``, 401 a missing or wrong API key on a
+write or admin endpoint when one is configured, 503 the event store failed (the events
+were not stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+
+from recloop import __version__
+from recloop.errors import RecloopError, UnknownIdError
+from recloop.serve.events import Event
+from recloop.serve.metrics import MetricsMiddleware, ServeMetrics
+from recloop.serve.schemas import (
+    ErrorResponse,
+    EventBatch,
+    EventIn,
+    EventsBody,
+    EventsResponse,
+    HealthResponse,
+    ItemInfo,
+    NewItemRequest,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadRequest,
+    ReloadResponse,
+    SearchResponse,
+)
+from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendBatcher, RecommendResult
+from recloop.serve.settings import ENV_VAR, ServeSettings
+from recloop.serve.store import ItemExistsError
+
+log = logging.getLogger("recloop.serve")
+STATIC = Path(__file__).parent / "static"
+API_KEY_HEADER = "X-API-Key"
+
+
+# --- dependencies ---------------------------------------------------------------------------------
+# ``async def``: FastAPI would run a plain ``def`` dependency in the thread pool, a thread
+# hand-off per dependency per request for what is an attribute lookup.
+async def get_settings(request: Request) -> ServeSettings:
+    return request.app.state.settings
+
+
+async def get_service(request: Request) -> RecommendationService:
+    return request.app.state.service
+
+
+async def get_metrics(request: Request) -> ServeMetrics:
+    return request.app.state.metrics
+
+
+_api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                               description="Needed by write and admin endpoints when the server has an API key.")
+
+
+async def require_api_key(settings: Annotated[ServeSettings, Depends(get_settings)],
+                    key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
+    if settings.api_key is None:
+        return
+    if key is None:
+        raise HTTPException(401, f"this endpoint needs the API key in the {API_KEY_HEADER} header")
+    if not secrets.compare_digest(key.encode(), settings.api_key.encode()):
+        raise HTTPException(401, f"wrong API key in the {API_KEY_HEADER} header")
+
+
+Service = Annotated[RecommendationService, Depends(get_service)]
+ERRORS = {404: {"model": ErrorResponse, "description": "Unknown user or item id"},
+          422: {"description": "Malformed request or a limit exceeded"}}
+WRITE_ERRORS = {**ERRORS, 401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
+                413: {"model": ErrorResponse, "description": "Request body too large"}}
+
+
+def _response(result: RecommendResult) -> JSONResponse:
+    """The answer as JSON, built directly: the hot path skips re-validating what the
+    service produced against ``RecommendResponse`` (which still documents it)."""
+    return JSONResponse({"items": [{"item_id": r.item_id, "score": r.score, "reasons": r.reasons, "title": r.title,
+                                    "explored": r.explored} for r in result.items],
+                         "source": result.source, "model": result.model, "generation": result.generation})
+
+
+# --- routers --------------------------------------------------------------------------------------
+recommendations = APIRouter(tags=["recommendations"])
+
+
+@recommendations.post("/recommend", response_model=RecommendResponse, responses=ERRORS)
+async def recommend(body: RecommendRequest, service: Service, request: Request) -> JSONResponse:
+    """Top-k items for a user (training history plus every event stored so far) or for
+    an anonymous list of recent items. Known items are never returned."""
+    arguments = dict(user_id=body.user_id, items=body.items, k=body.k, exclude=body.exclude, filters=body.filters,
+                     diversity=body.diversity, explain=body.explain, explore=body.explore)
+    if service.warm:  # concurrent requests are scored together, in the loop
+        return _response(await request.app.state.batcher.recommend(**arguments))
+    return _response(await asyncio.to_thread(lambda: service.recommend(**arguments)))
+
+
+async def _run(service: RecommendationService, function, **kwargs):
+    """Answer in the event loop (about a millisecond of CPU: handing it to a thread and
+    back costs two wake-ups, which on a busy machine cost more than the work), unless
+    the state has slow one-off work pending (embedding the catalog's text), which goes
+    to a thread so that the loop keeps serving."""
+    if service.warm:
+        return function(**kwargs)
+    return await asyncio.to_thread(lambda: function(**kwargs))
+
+
+@recommendations.get("/items/{item_id}/similar", response_model=RecommendResponse, responses=ERRORS)
+async def similar(item_id: str, service: Service, k: Annotated[int, Query(ge=1)] = 10, explain: bool = False,
+                  diversity: Annotated[float | None, Query(ge=0.0, le=1.0)] = None) -> JSONResponse:
+    """Items related to one item (including items added with ``POST /items``)."""
+    return _response(await _run(service, service.similar, item_id=item_id, k=k, explain=explain,
+                                diversity=diversity))
+
+
+items = APIRouter(tags=["items"])
+
+
+@items.get("/items", response_model=SearchResponse)
+def search_items(service: Service, q: Annotated[str, Query(max_length=200)] = "",
+                 limit: Annotated[int, Query(ge=1)] = 20) -> dict:
+    """Catalog items whose title contains ``q`` (case-insensitive)."""
+    return {"items": service.search(q, limit)}
+
+
+@items.get("/features", response_model=dict[str, list[str]])
+def features(service: Service) -> dict:
+    """The catalog's categorical item features and their values (what ``filters`` take)."""
+    return service.features()
+
+
+@items.get("/items/{item_id}", response_model=ItemInfo, responses=ERRORS)
+def get_item(item_id: str, service: Service) -> dict:
+    return service.item(item_id)
+
+
+@items.post("/items", response_model=ItemInfo, status_code=201, responses={**WRITE_ERRORS, 409: {
+    "model": ErrorResponse, "description": "The item id exists"}}, dependencies=[Depends(require_api_key)])
+def add_item(body: NewItemRequest, service: Service) -> dict:
+    """Add an item the model never saw. Its text is embedded at once; it is
+    recommendable, and appears in ``/similar``, from the next request on."""
+    return service.add_item(body.item_id, body.text, body.features, body.title)
+
+
+events = APIRouter(tags=["events"])
+
+
+@events.post("/events", response_model=EventsResponse, responses={**WRITE_ERRORS, 503: {
+    "model": ErrorResponse, "description": "The event store failed; nothing was stored"}},
+    dependencies=[Depends(require_api_key)])
+async def post_events(body: EventsBody, service: Service,
+                      metrics: Annotated[ServeMetrics, Depends(get_metrics)]) -> dict:
+    """Store one event, a list, or ``{"events": [...]}``. The answer comes only after
+    they are durably committed; the same user's next ``/recommend`` reflects them."""
+    raw = [body] if isinstance(body, EventIn) else body.events if isinstance(body, EventBatch) else body
+    batch = [Event(e.user_id, e.item_id, e.type, e.value, e.unix_time(), e.event_id) for e in raw]
+    future = service.submit_events(batch)
+    try:
+        new = await asyncio.wrap_future(future)
+    except Exception as error:
+        log.exception("event store write failed")
+        raise HTTPException(503, f"the event store failed; the events were not stored: {error}") from None
+    for event in batch:
+        metrics.events.labels(event.type).inc()
+    return {"accepted": len(batch), "new": new}
+
+
+operations = APIRouter(tags=["operations"])
+
+
+@operations.get("/health", response_model=HealthResponse)
+def health(service: Service) -> dict:
+    return service.health()
+
+
+@operations.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics_endpoint(metrics: Annotated[ServeMetrics, Depends(get_metrics)]) -> Response:
+    """Prometheus text format: requests by endpoint and status, latency histograms."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@operations.post("/admin/reload", response_model=ReloadResponse, responses=WRITE_ERRORS,
+                 dependencies=[Depends(require_api_key)])
+def reload(service: Service, metrics: Annotated[ServeMetrics, Depends(get_metrics)],
+           body: ReloadRequest | None = None) -> dict:
+    """Swap in a new artifact (e.g. written by ``recloop retrain``) without dropping
+    requests; every worker process on the same event store follows."""
+    result = service.reload(body.artifact if body else None)
+    metrics.reloads.inc()
+    return result
+
+
+# --- errors ---------------------------------------------------------------------------------------
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+_LOC_NOISE = ("body", "one", "batch", "list")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(UnknownIdError)
+    async def unknown_id(request, error):
+        return _error(404, str(error))
+
+    @app.exception_handler(ItemExistsError)
+    async def item_exists(request, error):
+        return _error(409, str(error))
+
+    @app.exception_handler(InvalidRequestError)
+    async def invalid(request, error):
+        return _error(422, str(error))
+
+    @app.exception_handler(RecloopError)
+    async def recloop_error(request, error):
+        return _error(400, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(request, error):
+        """One readable line per problem (``body.k: Input should be a valid integer``),
+        plus FastAPI's structured list under ``errors``."""
+        problems = []
+        for item in error.errors():
+            # "body" and the union tags of POST /events ("one", "batch", "list") are noise to a reader
+            where = ".".join(str(p) for p in item.get("loc", ()) if p not in _LOC_NOISE) or "body"
+            text = item.get("msg", "invalid")
+            if "input" in item and item.get("type") not in ("missing",) and not isinstance(item["input"], dict):
+                text += f" (got {json.dumps(jsonable_encoder(item['input']))[:80]})"
+            problems.append(f"{where}: {text}")
+        return JSONResponse({"detail": "; ".join(dict.fromkeys(problems)),
+                             "errors": jsonable_encoder(error.errors())}, status_code=422)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit: by ``Content-Length`` before reading; a body
+    without one (chunked) is read up to the limit first, then handed on."""
+
+    def __init__(self, app, get_limit):
+        self.app, self.get_limit = app, get_limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.get_limit()
+        length = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+        if length is not None:
+            if length > limit:
+                return await self._reject(send, limit)
+            return await self.app(scope, receive, send)
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                return await self._reject(send, limit)
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _reject(send, limit: int) -> None:
+        body = json.dumps({"detail": f"request body larger than the limit of {limit} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+# --- the app --------------------------------------------------------------------------------------
+def create_app(settings: ServeSettings, service_factory=None) -> FastAPI:
+    """The FastAPI app serving ``settings.artifact``.
+
+    ``service_factory(settings) -> RecommendationService`` is called in the lifespan
+    (default: the class itself), so importing or creating the app loads nothing.
+    """
+    factory = service_factory or RecommendationService
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import torch
+
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        service = await asyncio.to_thread(factory, app.state.settings)
+        app.state.service = service
+        app.state.batcher = RecommendBatcher(service)
+        log.info("serving %s (%s, %d items)", app.state.settings.artifact, service.state.model.name,
+                 len(service.state.catalog))
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(service.close)
+
+    app = FastAPI(title="recloop", version=__version__, lifespan=lifespan,
+                  description="Live recommendations: recommend, record feedback events, add items, similar items. "
+                              "Ids are the dataset's external ids as strings.")
+    app.state.settings = settings
+    app.state.metrics = metrics = ServeMetrics()
+    for router in (recommendations, events, items, operations):
+        app.include_router(router)
+    _install_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodyLimitMiddleware, get_limit=lambda: app.state.settings.limits.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn worker processes: settings come as JSON in ``RECLOOP_SERVE_SETTINGS``."""
+    text = os.environ.get(ENV_VAR)
+    if not text:
+        raise RuntimeError(f"{ENV_VAR} is not set; start the server with `recloop serve ARTIFACT`")
+    return create_app(ServeSettings.from_json(text))

@@ -1,0 +1,474 @@
+"""The recommendation service: a model, the live event log, the pipeline; no web code.
+
+:class:`RecommendationService` is what ``recloop serve`` runs inside each worker
+process, and what tests and notebooks can drive directly. It keeps a
+:class:`~recloop.serve.state.LiveState` current by tailing the event store before each
+answer, so an event acknowledged by any worker is seen by the next request to every
+worker (read-your-writes across processes), and swaps in a new model on
+:meth:`reload` without stopping: the new state is built beside the old one, requests
+in flight finish on the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recloop.errors import RecloopError, UnknownIdError
+from recloop.serve.catalog import FilterError
+from recloop.serve.coldstart import TextEmbedder, default_text_embedder
+from recloop.serve.events import EVENT_TYPES, Event
+from recloop.serve.pipeline import Pipeline, Query, Ranked
+from recloop.serve.settings import ServeSettings
+from recloop.serve.stages import ExplainStage, ExploreStage, RerankStage
+from recloop.serve.state import LiveState
+from recloop.serve.store import EventStore, ItemExistsError, NewItem, open_store
+
+log = logging.getLogger("recloop.serve")
+
+ARTIFACT_KEY = "artifact"  # meta key: the artifact every process should serve (JSON: path, stamp)
+
+
+class InvalidRequestError(RecloopError):
+    """A request the service cannot answer as asked (limits, conflicting fields, bad values)."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    score: float
+    reasons: list[str] = field(default_factory=list)
+    title: str | None = None
+    explored: bool = False
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    items: list[Recommendation]
+    source: str  # model, content or popularity
+    model: str
+    generation: int
+
+
+def default_pipeline(settings: ServeSettings) -> Pipeline:
+    """Retrieval, re-ranking, exploration (when configured) and explanations."""
+    explorer = None
+    if settings.explore.method != "none":
+        explorer = ExploreStage(settings.explore, max_k=settings.limits.max_k)
+    return Pipeline(settings.pipeline, reranker=RerankStage(settings.rerank), explorer=explorer,
+                    explainer=ExplainStage(settings.explain))
+
+
+def artifact_stamp(path: str | Path) -> str:
+    """Identifies one written version of an artifact directory (it is replaced whole)."""
+    stat = (Path(path) / "model.json").stat()
+    return f"{stat.st_ino}:{stat.st_mtime_ns}"
+
+
+class RecommendationService:
+    """See the module docstring.
+
+    Parameters
+    ----------
+    settings:
+        What to serve and the limits (:class:`~recloop.serve.settings.ServeSettings`).
+    store:
+        An open event store; by default ``settings.db`` is opened (and closed by
+        :meth:`close`).
+    embedder_factory:
+        Makes the text encoder for cold items, called once on first need.
+    pipeline:
+        The stages after candidate retrieval (default: top-k, see
+        :mod:`recloop.serve.pipeline`).
+    """
+
+    def __init__(self, settings: ServeSettings, store: EventStore | None = None,
+                 embedder_factory: Callable[[], TextEmbedder] | None = None, pipeline: Pipeline | None = None):
+        self.settings = settings
+        self._owns_store = store is None
+        self.store = store or open_store(settings.db, synchronous=settings.sqlite_synchronous)
+        self.pipeline = pipeline or default_pipeline(settings)
+        self._embedder: TextEmbedder | None = None
+        self._embedder_lock = threading.Lock()
+        self._factory = embedder_factory or (lambda: default_text_embedder(settings.text_model, settings.text_cache))
+        self._sync_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._following = False
+        self._closed = threading.Event()
+        self._state = self._build_state(settings.artifact, self.store.head().generation)
+        self._stamp = artifact_stamp(settings.artifact)
+        self._watcher = None
+        if settings.watch > 0:
+            self._watcher = threading.Thread(target=self._watch, name="recloop-artifact-watch", daemon=True)
+            self._watcher.start()
+
+    # --- state ----------------------------------------------------------------------------------
+    def _embedder_instance(self) -> TextEmbedder:
+        with self._embedder_lock:  # one encoder for the process, shared by every model reload
+            if self._embedder is None:
+                self._embedder = self._factory()
+        return self._embedder
+
+    def _build_state(self, path: str | Path, generation: int) -> LiveState:
+        explorer = self.pipeline.explorer
+        return LiveState.load(path, self.store, self.settings.policy, lambda: self._embedder_instance(), generation,
+                              self.settings.retrieval, listeners=[explorer.observe] if explorer is not None else [])
+
+    @property
+    def state(self) -> LiveState:
+        """The current state, without catching up (see :meth:`sync`)."""
+        return self._state
+
+    def sync(self) -> LiveState:
+        """Catch up with the store (events, items, a reload by another process) and
+        return the state to answer from."""
+        state = self._state
+        head = self.store.head()
+        if head.generation > state.generation and not self._reload_lock.locked():
+            self._follow()
+        if head.last_event_id > state.last_event_id or head.last_item_id > state.last_item_id:
+            with self._sync_lock:
+                state.catch_up(self.store, head)
+        return state
+
+    @property
+    def warm(self) -> bool:
+        """False while answering may first need slow one-off work: embedding the catalog's
+        text for the items added while serving (seconds, once per model)."""
+        state = self._state
+        if state.cold.catalog_ready:
+            return True
+        if state.catalog.n_cold:
+            return False
+        return self.store.head().last_item_id <= state.last_item_id  # no item about to arrive
+
+    # --- reads ----------------------------------------------------------------------------------
+    def recommend(self, user_id: str | None = None, items: Sequence[str] | None = None, k: int = 10,
+                  exclude: Sequence[str] = (), filters: Mapping[str, Sequence[str]] | None = None,
+                  diversity: float | None = None, explain: bool = False, explore: bool = True) -> RecommendResult:
+        """Top-``k`` for a user (training history plus live events) or, with ``items``,
+        an anonymous user whose recent items (oldest first) those are."""
+        state, query = self.prepare(user_id, items, k, exclude, filters, diversity, explain, explore)
+        return self.finish(state, self.pipeline.run(state, query))
+
+    def prepare(self, user_id: str | None = None, items: Sequence[str] | None = None, k: int = 10,
+                exclude: Sequence[str] = (), filters: Mapping[str, Sequence[str]] | None = None,
+                diversity: float | None = None, explain: bool = False,
+                explore: bool = True) -> tuple[LiveState, Query]:
+        """The checked, resolved query of :meth:`recommend` (everything but the scoring),
+        so that :class:`RecommendBatcher` can score many at once."""
+        if (user_id is None) == (items is None):
+            raise InvalidRequestError("give either user_id or items (an anonymous user's recent items), not "
+                                      + ("both" if user_id is not None else "neither"))
+        self._check_k(k)
+        self._check_list("exclude", exclude)
+        if items is not None:
+            self._check_list("items", items)
+        state = self.sync()
+        view = state.user_view(str(user_id)) if user_id is not None else state.anonymous_view(list(items))
+        return state, self._query(state, view, k, exclude, filters, diversity, explain, explore)
+
+    def finish(self, state: LiveState, ranked: Ranked) -> RecommendResult:
+        return RecommendResult(self._recommendations(state, ranked), ranked.source, state.model.name,
+                               state.generation)
+
+    def recommend_batch(self, prepared: list[tuple[LiveState, Query]]) -> list[RecommendResult]:
+        """Answer prepared queries, scoring those on the same state in one model call."""
+        out: list = [None] * len(prepared)
+        groups: dict[int, list[int]] = {}
+        for i, (state, _) in enumerate(prepared):
+            groups.setdefault(id(state), []).append(i)
+        for members in groups.values():
+            state = prepared[members[0]][0]
+            ranked = self.pipeline.run_batch(state, [prepared[i][1] for i in members])
+            for i, answer in zip(members, ranked):
+                out[i] = self.finish(state, answer)
+        return out
+
+    def similar(self, item_id: str, k: int = 10, filters: Mapping[str, Sequence[str]] | None = None,
+                diversity: float | None = None, explain: bool = False) -> RecommendResult:
+        """Items related to ``item_id``: the answer for an anonymous user who liked only it."""
+        self._check_k(k)
+        state = self.sync()
+        view = state.item_view(state.catalog.index(item_id))
+        query = self._query(state, view, k, (), filters, diversity, explain, explore=False)
+        return self.finish(state, self.pipeline.run(state, query))
+
+    def _query(self, state: LiveState, view, k, exclude, filters, diversity, explain, explore) -> Query:
+        exclude_idx = state.catalog.indices(list(exclude)) if exclude else np.zeros(0, np.int64)
+        allowed = None
+        if filters:
+            for name, values in filters.items():
+                self._check_list(f"filters.{name}", values)
+            try:
+                allowed = state.catalog.filter_mask(filters)
+            except FilterError as error:
+                raise InvalidRequestError(str(error)) from None
+        if diversity is not None and not (0.0 <= diversity <= 1.0):
+            raise InvalidRequestError(f"diversity must be between 0 and 1, got {diversity}")
+        return Query(view, k, exclude_idx, allowed, diversity, explain, explore)
+
+    @staticmethod
+    def _recommendations(state: LiveState, ranked: Ranked) -> list[Recommendation]:
+        catalog = state.catalog
+        ids = catalog.ids(ranked.item_idx)
+        out = []
+        for r, (index, item_id) in enumerate(zip(ranked.item_idx, ids)):
+            out.append(Recommendation(
+                item_id, float(ranked.scores[r]),
+                list(ranked.reasons[r]) if ranked.reasons is not None else [],
+                catalog.title(int(index)),
+                bool(ranked.explored[r]) if ranked.explored is not None else False))
+        return out
+
+    def search(self, query: str, limit: int = 20) -> list[dict]:
+        """Catalog items whose title contains ``query`` (the web page's search box)."""
+        self._check_k(limit, "limit")
+        state = self.sync()
+        return [self._item_info(state, i) for i in state.catalog.search(query, limit)]
+
+    def features(self) -> dict[str, list[str]]:
+        """The catalog's categorical features and their values (what ``filters`` accept)."""
+        state = self._state
+        return {name: state.catalog.values(name) for name in state.catalog.feature_names}
+
+    def item(self, item_id: str) -> dict:
+        state = self.sync()
+        return self._item_info(state, state.catalog.index(item_id))
+
+    @staticmethod
+    def _item_info(state: LiveState, index: int) -> dict:
+        catalog = state.catalog
+        return {"item_id": catalog.id(index), "title": catalog.title(index), "cold": catalog.is_cold(index),
+                "features": {name: catalog.labels(name, index) for name in catalog.feature_names}}
+
+    def health(self) -> dict:
+        state = self._state
+        return {"status": "ok", "model": state.model.name, "artifact": str(state.path),
+                "generation": state.generation, "items": len(state.catalog), "cold_items": state.catalog.n_cold,
+                "users": state.model.n_users, "live_users": len(state.users),
+                "last_event_id": state.last_event_id, "events_through": state.events_through,
+                "cold_start": state.cold.method, "retrieval": "index" if state.retriever.uses_vectors else "exact",
+                "store": type(self.store).__name__}
+
+    # --- writes ---------------------------------------------------------------------------------
+    def validate_events(self, events: Sequence[Event]) -> list[Event]:
+        """Check a batch before it is stored: sizes, types, values, known items."""
+        if not events:
+            raise InvalidRequestError("no events in the request")
+        limit = self.settings.limits.max_batch
+        if len(events) > limit:
+            raise InvalidRequestError(f"{len(events)} events in one request; the limit is {limit}")
+        state = self._state
+        for event in events:
+            if event.type not in EVENT_TYPES:
+                raise InvalidRequestError(f"unknown event type {event.type!r}; types are {list(EVENT_TYPES)}")
+            if not event.user_id:
+                raise InvalidRequestError("user_id must not be empty")
+            if event.type == "rate" and event.value is None:
+                raise InvalidRequestError(f"a 'rate' event needs a value (user {event.user_id!r}, "
+                                          f"item {event.item_id!r})")
+            if event.value is not None and not math.isfinite(event.value):
+                raise InvalidRequestError(f"event value must be a finite number, got {event.value}")
+            if event.item_id not in state.catalog:
+                state = self.sync()  # another process may just have added it
+                state.catalog.index(event.item_id)  # raises UnknownIdError naming it
+        return list(events)
+
+    def submit_events(self, events: Sequence[Event]) -> Future:
+        """Validate, then queue for the next group commit; the future resolves (to the
+        number of new events) once they are durable."""
+        return self.store.submit(self.validate_events(events))
+
+    def record_events(self, events: Sequence[Event]) -> int:
+        """Validate and store durably; returns how many were new (see ``event_id``)."""
+        return self.submit_events(events).result()
+
+    def add_item(self, item_id: str, text: str, features: Mapping[str, Sequence[str]] | None = None,
+                 title: str | None = None) -> dict:
+        """Add an item the model never saw: embedded from ``text``, stored, recommendable
+        from the next request on (by every process)."""
+        item_id = str(item_id)
+        features = {k: list(v) for k, v in (features or {}).items()}
+        if not item_id.strip():
+            raise InvalidRequestError("item_id must not be empty")
+        if not text or not text.strip():
+            raise InvalidRequestError(f"item {item_id!r} needs a non-empty text to be embedded")
+        if len(text) > self.settings.limits.max_text:
+            raise InvalidRequestError(f"item {item_id!r} text has {len(text)} characters; the limit is "
+                                      f"{self.settings.limits.max_text}")
+        state = self.sync()
+        if item_id in state.catalog:
+            raise ItemExistsError(f"item id {item_id!r} already exists; use another id")
+        try:
+            state.catalog.check_labels(features)
+        except FilterError as error:
+            raise InvalidRequestError(str(error)) from None
+        line = state.catalog.describe_new(title, text, features)
+        embedding = state.cold.embed([line])[0]
+        self.store.add_item(NewItem(item_id, line, features, embedding, title))
+        state = self.sync()
+        return self._item_info(state, state.catalog.index(item_id))
+
+    # --- model reloads ----------------------------------------------------------------------------
+    def reload(self, path: str | Path | None = None) -> dict:
+        """Load ``path`` (default: the artifact served now, re-read) and swap it in.
+
+        Requests keep being answered by the old model until the new one is ready; other
+        processes on the same store follow (they see the reload generation change).
+        """
+        with self._reload_lock:
+            old = self._state
+            path = Path(path or old.path)
+            if not (path / "model.json").is_file():
+                raise InvalidRequestError(f"{path} is not a recloop artifact (no model.json); "
+                                          "write one with `recloop train` or `recloop retrain`")
+            stamp = artifact_stamp(path)
+            start = time.perf_counter()
+            new = self._build_state(path, generation=-1)
+            generation = self.store.set_meta(ARTIFACT_KEY, json.dumps({"path": str(path.resolve()), "stamp": stamp}),
+                                             bump_generation=True)
+            new.generation = generation
+            with self._sync_lock:
+                new.catch_up(self.store)
+                self._state, self._stamp = new, stamp
+            seconds = time.perf_counter() - start
+        log.info("reloaded %s (generation %d) in %.1fs", path, generation, seconds)
+        return {"artifact": str(path), "model": new.model.name, "generation": generation,
+                "previous": str(old.path), "seconds": seconds, "events_through": new.events_through}
+
+    def _follow(self) -> None:
+        """Another process reloaded: load what it loaded, in the background."""
+        with self._reload_lock:
+            if self._following:
+                return
+            self._following = True
+        threading.Thread(target=self._follow_run, name="recloop-follow-reload", daemon=True).start()
+
+    def _follow_run(self) -> None:
+        try:
+            with self._reload_lock:
+                head = self.store.head()
+                if head.generation <= self._state.generation:
+                    return
+                meta = json.loads(self.store.get_meta(ARTIFACT_KEY) or "{}")
+                if "path" not in meta:
+                    return
+                new = self._build_state(meta["path"], head.generation)
+                with self._sync_lock:
+                    new.catch_up(self.store)
+                    self._state, self._stamp = new, meta.get("stamp", "")
+                log.info("followed a reload to %s (generation %d)", meta["path"], head.generation)
+        except Exception:  # the old model keeps serving; the next sync tries again
+            log.exception("could not follow a model reload")
+        finally:
+            self._following = False
+
+    def _watch(self) -> None:
+        """Reload when the served artifact directory is replaced (e.g. by ``recloop retrain``)."""
+        while not self._closed.wait(self.settings.watch):
+            try:
+                path = self._state.path
+                stamp = artifact_stamp(path)
+                if stamp == self._stamp:
+                    continue
+                meta = json.loads(self.store.get_meta(ARTIFACT_KEY) or "{}")
+                if meta.get("stamp") == stamp:  # another process already reloaded it: follow
+                    self._follow()
+                else:
+                    self.reload(path)
+            except FileNotFoundError:
+                continue  # mid-replace: try again next tick
+            except Exception:
+                log.exception("artifact watch: reload failed; still serving the previous model")
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _check_k(self, k: int, name: str = "k") -> None:
+        if k < 1 or k > self.settings.limits.max_k:
+            raise InvalidRequestError(f"{name} must be between 1 and {self.settings.limits.max_k}, got {k}")
+
+    def _check_list(self, name: str, values: Sequence) -> None:
+        if len(values) > self.settings.limits.max_list:
+            raise InvalidRequestError(f"{name} has {len(values)} entries; the limit is {self.settings.limits.max_list}")
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> RecommendationService:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = [
+    "InvalidRequestError",
+    "ItemExistsError",
+    "RecommendResult",
+    "Recommendation",
+    "RecommendationService",
+    "UnknownIdError",
+]
+
+
+class RecommendBatcher:
+    """Scores concurrent ``recommend`` calls of one event loop together.
+
+    Each call is checked and resolved at once (errors are raised to its caller), then
+    waits; the batch is scored when the loop has run the other requests that were ready
+    at the same time, so a lone request waits only a loop turn or two, and under load
+    the model's per-call cost (large for a transformer) is shared by up to ``max_batch``
+    requests. Runs in the event loop: use it where answering is quick (see
+    ``RecommendationService.warm``).
+    """
+
+    def __init__(self, service: RecommendationService, max_batch: int = 32, turns: int = 2):
+        self.service, self.max_batch, self.turns = service, max_batch, turns
+        self._pending: list = []
+        self._scheduled = False
+        self.batches = 0  # how many model calls served how many requests: a sizing aid
+        self.requests = 0
+
+    async def recommend(self, **kwargs) -> RecommendResult:
+        prepared = self.service.prepare(**kwargs)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((prepared, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop, 0, len(self._pending))
+        return await future
+
+    def _flush(self, loop, turn: int, seen: int) -> None:
+        if len(self._pending) > seen and turn < self.turns and len(self._pending) < self.max_batch:
+            loop.call_soon(self._flush, loop, turn + 1, len(self._pending))  # more arrived: wait a turn
+            return
+        batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+        if self._pending:
+            loop.call_soon(self._flush, loop, 0, len(self._pending))
+        else:
+            self._scheduled = False
+        self.batches += 1
+        self.requests += len(batch)
+        try:
+            results = self.service.recommend_batch([prepared for prepared, _ in batch])
+        except Exception as error:  # every caller of the batch hears it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(batch, results):
+            if not future.done():
+                future.set_result(result)
