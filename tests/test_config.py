@@ -61,8 +61,21 @@ def test_missing_file_is_a_config_error(tmp_path):
 
 
 def test_shipped_configs_are_valid():
+    """Experiment configs load as experiments; benchmark configs with their own schema
+    are checked by their own loaders (and their benchmarks)."""
+    import tomllib
     from pathlib import Path
 
+    from recloop.cold_start import load_cold_start_config
+
+    checked = 0
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.toml")):
-        config = load_config(path)
-        assert config.models, path
+        raw = tomllib.loads(path.read_text())
+        if "cold_items" in raw or "new_users" in raw:
+            load_cold_start_config(path)
+        elif "model" in raw or "models" in raw:
+            assert load_config(path).models, path
+        else:
+            continue
+        checked += 1
+    assert checked >= 8

@@ -69,8 +69,9 @@ def test_similar_search_and_items(client):
 
 
 def test_new_item_over_http(client):
-    created = client.post("/items", json={"item_id": "fresh", "text": "Great rocket alien sequel",
-                                          "title": "Great rocket alien 46", "features": {"genre": ["space"]}})
+    title = client.get("/items/i46").json()["title"]
+    created = client.post("/items", json={"item_id": "fresh", "text": f"{title} sequel",
+                                          "title": title, "features": {"genre": ["space"]}})
     assert created.status_code == 201 and created.json()["cold"] is True
     assert "fresh" in [r["item_id"] for r in client.get("/items/i46/similar", params={"k": 5}).json()["items"]]
     assert client.post("/items", json={"item_id": "fresh", "text": "again"}).status_code == 409
