@@ -5,12 +5,14 @@ from __future__ import annotations
 from recloop.errors import ConfigError, closest
 from recloop.models.base import UNKNOWN_USER, Recommender
 from recloop.models.ease import EASE
+from recloop.models.itemknn import ItemKNN
 from recloop.models.popularity import MostPopular
 
 #: Every model by the name configs use. Add new models here.
 MODELS: dict[str, type[Recommender]] = {
     MostPopular.name: MostPopular,
     EASE.name: EASE,
+    ItemKNN.name: ItemKNN,
 }
 
 
@@ -21,4 +23,4 @@ def get_model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}{closest(name, MODELS)}; models are {sorted(MODELS)}") from None
 
 
-__all__ = ["EASE", "MODELS", "MostPopular", "Recommender", "UNKNOWN_USER", "get_model_class"]
+__all__ = ["EASE", "ItemKNN", "MODELS", "MostPopular", "Recommender", "UNKNOWN_USER", "get_model_class"]
