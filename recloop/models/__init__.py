@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from recloop.errors import ConfigError, closest
+from recloop.models.als import ALS
+from recloop.models.bpr import BPR
 from recloop.models.base import UNKNOWN_USER, Recommender
 from recloop.models.ease import EASE
 from recloop.models.itemknn import ItemKNN
@@ -13,6 +15,8 @@ MODELS: dict[str, type[Recommender]] = {
     MostPopular.name: MostPopular,
     EASE.name: EASE,
     ItemKNN.name: ItemKNN,
+    ALS.name: ALS,
+    BPR.name: BPR,
 }
 
 
@@ -23,4 +27,4 @@ def get_model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}{closest(name, MODELS)}; models are {sorted(MODELS)}") from None
 
 
-__all__ = ["EASE", "ItemKNN", "MODELS", "MostPopular", "Recommender", "UNKNOWN_USER", "get_model_class"]
+__all__ = ["ALS", "BPR", "EASE", "ItemKNN", "MODELS", "MostPopular", "Recommender", "UNKNOWN_USER", "get_model_class"]
