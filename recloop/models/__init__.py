@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from recloop.errors import ConfigError, closest
 from recloop.models.als import ALS
-from recloop.models.bpr import BPR
 from recloop.models.base import UNKNOWN_USER, Recommender
+from recloop.models.bpr import BPR
 from recloop.models.ease import EASE
 from recloop.models.itemknn import ItemKNN
 from recloop.models.popularity import MostPopular

@@ -37,6 +37,7 @@ import torch
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.base import Recommender
+from recloop.models.similarity import cosine_similar_items
 
 SOLVE_FLOATS = 1 << 22  # padded history floats per batched exact solve (x factors: ~64 MB at 64)
 
@@ -106,6 +107,11 @@ class ALS(Recommender):
         """Item factors, ``(n_items, factors)``."""
         self._check_fitted("item_vectors")
         return self.item_factors_
+
+    def similar_items(self, item_idx: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items closest to ``item_idx`` by cosine of their vectors."""
+        self._check_fitted("similar_items")
+        return cosine_similar_items(self.item_vectors(), item_idx, k)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {"item_factors": self.item_factors_}

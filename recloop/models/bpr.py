@@ -30,6 +30,7 @@ from torch import nn
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.base import UNKNOWN_USER, Recommender
+from recloop.models.similarity import cosine_similar_items
 from recloop.utils import make_rng
 
 
@@ -127,6 +128,11 @@ class BPR(Recommender):
         """Item embeddings, ``(n_items, factors)``."""
         self._check_fitted("item_vectors")
         return self.item_embeddings_
+
+    def similar_items(self, item_idx: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items closest to ``item_idx`` by cosine of their vectors."""
+        self._check_fitted("similar_items")
+        return cosine_similar_items(self.item_vectors(), item_idx, k)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {"user_embeddings": self.user_embeddings_, "item_embeddings": self.item_embeddings_,

@@ -7,7 +7,7 @@ from recloop.errors import ConfigError
 from recloop.models import ALS, MODELS, UNKNOWN_USER, MostPopular, Recommender
 from recloop.models.als import conjugate_gradient, solve_users
 
-PARAMS = dict(factors=16, regularization=1.0, alpha=5.0, iterations=8)
+PARAMS = {"factors": 16, "regularization": 1.0, "alpha": 5.0, "iterations": 8}
 
 
 def exact_user_step(weights: sp.csr_matrix, other: np.ndarray, regularization: float) -> np.ndarray:
@@ -116,3 +116,13 @@ def test_save_load_round_trip(tmp_path, fit_log):
 def test_bad_hyperparameters(bad):
     with pytest.raises(ConfigError):
         ALS(**bad)
+
+
+def test_similar_items_by_cosine(fit_log):
+    model = ALS(**PARAMS).fit(fit_log)
+    items, scores = model.similar_items(3, k=5)
+    vectors = model.item_vectors() / np.linalg.norm(model.item_vectors(), axis=1, keepdims=True)
+    cosine = vectors @ vectors[3]
+    cosine[3] = -np.inf
+    np.testing.assert_array_equal(items, np.argsort(-cosine)[:5])
+    np.testing.assert_allclose(scores, cosine[items], rtol=1e-5)

@@ -7,7 +7,7 @@ from recloop.errors import ConfigError
 from recloop.models import BPR, MODELS, UNKNOWN_USER, MostPopular, Recommender
 from recloop.models.bpr import sample_negatives
 
-PARAMS = dict(factors=16, lr=0.1, l2=1e-2, epochs=5, batch_size=1024)
+PARAMS = {"factors": 16, "lr": 0.1, "l2": 1e-2, "epochs": 5, "batch_size": 1024}
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +95,9 @@ def test_save_load_round_trip(tmp_path, model, fit_log):
 def test_bad_hyperparameters(bad):
     with pytest.raises(ConfigError):
         BPR(**bad)
+
+
+def test_similar_items_by_cosine(model, fit_log):
+    items, scores = model.similar_items(3, k=fit_log.n_items + 1)
+    assert 3 not in items[:-2] and items[-2:].tolist() == [-1, -1]  # itself left out, then padding
+    assert np.all(np.diff(scores[:-2]) <= 0)
