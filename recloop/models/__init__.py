@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from recloop.errors import ConfigError, closest
+from recloop.models.als import ALS
 from recloop.models.base import UNKNOWN_USER, Recommender
 from recloop.models.bias import Bias
+from recloop.models.bpr import BPR
 from recloop.models.content import ContentBased
 from recloop.models.ease import EASE
 from recloop.models.genre_popularity import GenrePopularity
 from recloop.models.gru4rec import GRU4Rec
+from recloop.models.itemknn import ItemKNN
 from recloop.models.mlp import MLPRecommender
 from recloop.models.neumf import NeuMF
 from recloop.models.neural import NeuralRecommender
@@ -19,17 +22,23 @@ from recloop.models.two_tower import TwoTower
 
 #: Every model by the name configs use. Add new models here.
 MODELS: dict[str, type[Recommender]] = {
+    # classic baselines
     MostPopular.name: MostPopular,
-    EASE.name: EASE,
-    Bias.name: Bias,
-    SASRec.name: SASRec,
-    GRU4Rec.name: GRU4Rec,
-    ContentBased.name: ContentBased,
-    GenrePopularity.name: GenrePopularity,
     RandomRanker.name: RandomRanker,
-    NeuMF.name: NeuMF,
+    GenrePopularity.name: GenrePopularity,
+    Bias.name: Bias,
+    ItemKNN.name: ItemKNN,
+    EASE.name: EASE,
+    ALS.name: ALS,
+    BPR.name: BPR,
+    # neural
     MLPRecommender.name: MLPRecommender,
+    NeuMF.name: NeuMF,
     TwoTower.name: TwoTower,
+    GRU4Rec.name: GRU4Rec,
+    SASRec.name: SASRec,
+    # language-model content
+    ContentBased.name: ContentBased,
 }
 
 
@@ -40,6 +49,6 @@ def get_model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}{closest(name, MODELS)}; models are {sorted(MODELS)}") from None
 
 
-__all__ = ["Bias", "ContentBased", "EASE", "GRU4Rec", "GenrePopularity", "MLPRecommender", "MODELS", "MostPopular",
-           "NeuMF", "NeuralRecommender", "RandomRanker", "Recommender", "SASRec", "TwoTower", "UNKNOWN_USER",
-           "get_model_class"]
+__all__ = ["ALS", "BPR", "Bias", "ContentBased", "EASE", "GRU4Rec", "GenrePopularity", "ItemKNN", "MLPRecommender",
+           "MODELS", "MostPopular", "NeuMF", "NeuralRecommender", "RandomRanker", "Recommender", "SASRec", "TwoTower",
+           "UNKNOWN_USER", "get_model_class"]

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recloop.errors import ConfigError
+from recloop.models import ALS, MODELS, UNKNOWN_USER, MostPopular, Recommender
+from recloop.models.als import conjugate_gradient, solve_users
+
+PARAMS = {"factors": 16, "regularization": 1.0, "alpha": 5.0, "iterations": 8}
+
+
+def exact_user_step(weights: sp.csr_matrix, other: np.ndarray, regularization: float) -> np.ndarray:
+    """(O^T O + reg I + O^T W_u O) x_u = O^T c_u, solved user by user."""
+    out = []
+    for u in range(weights.shape[0]):
+        w = weights[u].toarray().ravel()
+        confidence = np.zeros_like(w)
+        confidence[weights[u].indices] = 1 + weights[u].data
+        a = other.T @ other + regularization * np.eye(other.shape[1]) + other.T @ (w[:, None] * other)
+        out.append(np.linalg.solve(a, other.T @ confidence))
+    return np.array(out)
+
+
+@pytest.fixture()
+def tiny_system():
+    rng = np.random.default_rng(0)
+    weights = sp.random(40, 25, density=0.3, format="csr", random_state=1) * 7.0  # c - 1 on observed pairs
+    weights = sp.csr_matrix(weights.toarray() * (np.arange(40) != 5)[:, None])  # user 5 has no history
+    return weights, rng.normal(size=(25, 6)), 0.3
+
+
+def test_registered():
+    assert MODELS["als"] is ALS
+
+
+def test_vectorised_cg_matches_exact_solve(tiny_system):
+    weights, other, regularization = tiny_system
+    expected = exact_user_step(weights, other, regularization)
+    start = torch.from_numpy(np.random.default_rng(2).normal(size=(40, 6)))
+    solved = conjugate_gradient(weights, torch.from_numpy(other), start, regularization, steps=20).numpy()
+    np.testing.assert_allclose(solved, expected, rtol=1e-9, atol=1e-11)
+    # a few steps get close only: warm starts across sweeps do the rest
+    rough = conjugate_gradient(weights, torch.from_numpy(other), start, regularization, steps=2).numpy()
+    assert 1e-9 < np.abs(rough - expected).max() < np.abs(start.numpy() - expected).max()
+
+
+def test_batched_exact_solve_matches(tiny_system, monkeypatch):
+    weights, other, regularization = tiny_system
+    expected = exact_user_step(weights, other, regularization)
+    monkeypatch.setattr("recloop.models.als.SOLVE_FLOATS", 30)  # many small padded chunks
+    solved = solve_users(weights, torch.from_numpy(other), regularization).numpy()
+    np.testing.assert_allclose(solved, expected, rtol=1e-9, atol=1e-11)
+    assert not solved[5].any()
+
+
+def test_user_factors_are_the_exact_user_step(fit_log):
+    model = ALS(**PARAMS).fit(fit_log)
+    history = fit_log.histories(np.arange(30))
+    weights = history.to_csr() * PARAMS["alpha"]
+    expected = exact_user_step(weights, model.item_vectors().astype(np.float64), PARAMS["regularization"])
+    np.testing.assert_allclose(model.user_factors(history), expected, rtol=1e-3, atol=1e-5)
+
+
+def test_beats_most_popular(fit_log, test_ndcg):
+    als = test_ndcg(ALS(**PARAMS).fit(fit_log))
+    popular = test_ndcg(MostPopular().fit(fit_log))
+    assert als > popular + 0.1, (als, popular)
+
+
+def test_same_seed_same_scores(fit_log):
+    users = np.arange(fit_log.n_users)
+    first = ALS(**PARAMS, seed=3).fit(fit_log).score(users)
+    model = ALS(**PARAMS, seed=3)
+    model.fit(fit_log)
+    model.fit(fit_log)  # every fit starts from scratch
+    np.testing.assert_array_equal(model.score(users), first)
+    assert first.dtype == np.float32
+    assert not np.array_equal(ALS(**PARAMS, seed=4).fit(fit_log).score(users), first)
+
+
+def test_unknown_user_is_scored_like_a_known_one_with_the_same_history(fit_log):
+    model = ALS(**PARAMS).fit(fit_log)
+    history = fit_log.histories([7, 8])
+    known = model.score([7, 8], history)
+    unknown = model.score([UNKNOWN_USER, UNKNOWN_USER], history)
+    np.testing.assert_array_equal(known, unknown)
+
+
+def test_unknown_user_gets_their_cluster(synthetic, cluster_precision):
+    model = ALS(**PARAMS).fit(synthetic.interactions)
+    assert cluster_precision(model) > 0.8
+
+
+def test_recommend_excludes_known_items(fit_log):
+    model = ALS(**PARAMS).fit(fit_log)
+    users = np.arange(50)
+    items, _ = model.recommend(users, k=10)
+    history = fit_log.histories(users)
+    for r in range(len(users)):
+        assert not set(items[r]) & set(history.row(r))
+
+
+def test_save_load_round_trip(tmp_path, fit_log):
+    model = ALS(**PARAMS).fit(fit_log)
+    model.save(tmp_path / "a")
+    loaded = Recommender.load(tmp_path / "a")
+    assert isinstance(loaded, ALS) and loaded.config == model.config
+    users = np.arange(fit_log.n_users)
+    np.testing.assert_array_equal(loaded.score(users), model.score(users))
+    np.testing.assert_array_equal(loaded.item_vectors(), model.item_vectors())
+
+
+@pytest.mark.parametrize("bad", [{"factors": 0}, {"iterations": 1.5}, {"cg_steps": 0}, {"regularization": 0.0},
+                                 {"alpha": -1.0}, {"seed": "a"}, {"factor": 8}])
+def test_bad_hyperparameters(bad):
+    with pytest.raises(ConfigError):
+        ALS(**bad)
+
+
+def test_similar_items_by_cosine(fit_log):
+    model = ALS(**PARAMS).fit(fit_log)
+    items, scores = model.similar_items(3, k=5)
+    vectors = model.item_vectors() / np.linalg.norm(model.item_vectors(), axis=1, keepdims=True)
+    cosine = vectors @ vectors[3]
+    cosine[3] = -np.inf
+    np.testing.assert_array_equal(items, np.argsort(-cosine)[:5])
+    np.testing.assert_allclose(scores, cosine[items], rtol=1e-5)
