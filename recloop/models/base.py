@@ -57,6 +57,9 @@ class Recommender(ABC):
     #: Whether ``fit`` uses its ``valid`` argument (early stopping): such models are not
     #: refitted on training plus validation after model selection.
     uses_validation: ClassVar[bool] = False
+    #: Whether a known user's scores use learned per-user state (an id embedding), so
+    #: they differ from an unknown user's with the same history.
+    scores_depend_on_user_id: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, **hyperparameters: Any):
         if config is not None and hyperparameters:

@@ -87,6 +87,7 @@ class BPRNet(nn.Module):
 class BPR(Recommender):
     name = "bpr"
     config_class = BPRConfig
+    scores_depend_on_user_id = True
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         cfg = self.config
