@@ -50,9 +50,10 @@ class SASRecConfig:
     loss, n_negatives, negatives:
         ``ce`` (full softmax over all items) or ``sampled`` (``n_negatives`` shared
         negatives drawn ``uniform`` or by ``popularity``, log-Q corrected).
-    text_init:
+    text_init, text_model:
         Item vectors are id embeddings plus a learned projection of the items' text
-        embeddings (needs item text and ``recloop.text``).
+        embeddings, encoded by ``text_model`` (a sentence-transformers model; empty means
+        recloop.text's default, all-MiniLM-L6-v2). Needs item text.
     train:
         The :class:`~recloop.train.TrainerConfig` (``[model.train]`` in TOML).
     """
@@ -68,6 +69,7 @@ class SASRecConfig:
     n_negatives: int = 256
     negatives: str = "uniform"
     text_init: bool = False
+    text_model: str = ""
     train: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=200, patience=10, lr=1e-3,
                                                                        batch_size=128))
 

@@ -131,17 +131,20 @@ class SequenceRecommender(NeuralRecommender):
     # --- text hook ------------------------------------------------------------------------------------
     def item_text_embeddings(self) -> np.ndarray:
         """``(n_items, d_text)`` text embeddings of the items, row ``i`` for ``item_idx`` i,
-        used when ``text_init`` is on: ``item_features_.texts()`` through the text encoder
-        of :mod:`recloop.text`. Override to supply other embeddings."""
-        if self.item_features_ is None:
+        used when ``text_init`` is on: ``item_features_.texts()`` through the cached
+        sentence-transformer of :mod:`recloop.text` (model ``text_model``, default
+        all-MiniLM-L6-v2). Override to supply other embeddings."""
+        if self.item_features_ is None or not self.item_features_.text:
             raise ConfigError(f"{self.name}.text_init needs item features with text; this dataset has none "
                               "(amazon-beauty ships no item text) - set text_init = false")
         try:
-            from recloop.text import encode_texts  # built on the neural-text branch
-        except ImportError:
-            raise ConfigError(f"{self.name}.text_init needs the text encoder (recloop.text), which this "
-                              "installation lacks") from None
-        return np.asarray(encode_texts(self.item_features_.texts()), dtype=np.float32)
+            from recloop.text import TextEncoder, embed_features
+        except ImportError as error:
+            raise ConfigError(f"{self.name}.text_init needs the text encoder (pip install 'recloop[text]'): "
+                              f"{error}") from None
+        model = getattr(self.config, "text_model", "")
+        encoder = TextEncoder(model=model) if model else TextEncoder()
+        return np.asarray(embed_features(self.item_features_, encoder), dtype=np.float32)
 
     def _text_tensor(self) -> torch.Tensor | None:
         text = getattr(self, "text_embeddings_", None)
@@ -209,10 +212,23 @@ class SequenceRecommender(NeuralRecommender):
             text = torch.as_tensor(np.asarray(text_embeddings, dtype=np.float32), device=self.device)
             return projection(text).float().cpu().numpy()
 
-    def _query(self, history: UserHistories) -> torch.Tensor:
-        tokens = history_tokens(history, self.config.max_len, self.n_items + 1)
-        tokens = trim(torch.from_numpy(tokens)).to(self.device)
-        return self.network_.encode(tokens)[:, -1]  # (b, d): the state after the last item
+    def _query(self, history: UserHistories, chunk: int = 256) -> torch.Tensor:
+        """``(b, d)``: the state after each user's last item. Rows are encoded in chunks of
+        similar length, each trimmed to its longest row, so a few long histories do not
+        make every row pay for ``max_len`` positions (each row's result is independent of
+        the others: padding is masked and positions count from the newest item)."""
+        tokens = torch.from_numpy(history_tokens(history, self.config.max_len, self.n_items + 1))
+        order = torch.from_numpy(np.argsort(np.minimum(history.lengths, self.config.max_len), kind="stable"))
+        out = None
+        for start in range(0, len(order), chunk):
+            rows = order[start:start + chunk]
+            state = self.network_.encode(trim(tokens[rows]).to(self.device))[:, -1]  # (chunk, d)
+            if out is None:
+                out = torch.empty(len(order), state.shape[1], dtype=state.dtype, device=state.device)
+            out[rows.to(state.device)] = state
+        if out is None:  # no rows
+            return torch.empty(0, self.network_.items.embedding.embedding_dim, device=self.device)
+        return out
 
     def score_batch(self, user_idx: np.ndarray, history: UserHistories) -> torch.Tensor:
         return self._query(history) @ self.network_.items.table().T  # (b, n_items)

@@ -26,6 +26,7 @@ without validation) and is in eval mode, on the training device.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import warnings
@@ -45,6 +46,7 @@ from recloop.train.config import TrainerConfig
 from recloop.train.sampler import epoch_batches
 
 CHECKPOINT_VERSION = 1
+log = logging.getLogger("recloop.train")  # one INFO line per epoch (rank 0), for logs of long runs
 
 
 @runtime_checkable
@@ -69,6 +71,8 @@ class EpochRecord:
     valid_seconds: float = 0.0
     metric: float | None = None
     elapsed: float = 0.0  # seconds since fit() started, at the end of this epoch
+    train_cpu_seconds: float = 0.0  # CPU time of this process in training (all threads): on a shared
+    # machine, wall time depends on the other load and CPU time much less
 
 
 @dataclass
@@ -89,10 +93,16 @@ class TrainResult:
         """Median training seconds of one epoch (validation excluded)."""
         return float(np.median([r.train_seconds for r in self.history])) if self.history else 0.0
 
+    @property
+    def cpu_seconds_per_epoch(self) -> float:
+        """Median CPU seconds (all threads of this process) of one training epoch."""
+        return float(np.median([r.train_cpu_seconds for r in self.history])) if self.history else 0.0
+
     def to_dict(self) -> dict:
         return {"metric": self.metric, "best_epoch": self.best_epoch, "best_metric": self.best_metric,
                 "seconds_to_best": self.seconds_to_best, "seconds": self.seconds, "stopped": self.stopped,
                 "steps": self.steps, "seconds_per_epoch": self.seconds_per_epoch,
+                "cpu_seconds_per_epoch": self.cpu_seconds_per_epoch,
                 "history": [asdict(r) for r in self.history]}
 
 
@@ -198,7 +208,7 @@ class Trainer:
         last_good_epoch = first_epoch - 1
         for epoch in epochs:
             network.train()
-            epoch_start = time.perf_counter()
+            epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
             batches = epoch_batches(n_examples, cfg.batch_size, epoch=epoch, seed=cfg.seed, rank=ctx.rank,
                                     world_size=ctx.world_size, lengths=lengths)
             loss_sum = 0.0
@@ -229,7 +239,7 @@ class Trainer:
                 if step % 20 == 0:
                     steps.set_postfix(loss=f"{scalar:.4f}", refresh=False)
             record = EpochRecord(epoch, loss_sum / max(1, len(batches)), optimizer.param_groups[0]["lr"],
-                                 time.perf_counter() - epoch_start)
+                                 time.perf_counter() - epoch_start, train_cpu_seconds=time.process_time() - epoch_cpu)
             last_good_epoch = epoch
 
             stop = ""
@@ -277,6 +287,11 @@ class Trainer:
                                **({cfg.metric: f"{record.metric:.4f}"} if record.metric is not None else {}),
                                **({"best": f"{result.best_metric:.4f}@{result.best_epoch}"}
                                   if result.best_metric is not None else {}))
+            if main:
+                log.info("%s epoch %d: loss %.4f, lr %.2e, train %.1fs (cpu %.1fs)%s", self.name, epoch, record.loss,
+                         record.lr, record.train_seconds, record.train_cpu_seconds, "" if record.metric is None else
+                         f", valid {cfg.metric} {record.metric:.4f} ({record.valid_seconds:.1f}s), best "
+                         f"{result.best_metric:.4f}@{result.best_epoch}")
             for callback in callbacks:
                 callback(self, record)
             if stop:

@@ -130,3 +130,19 @@ def test_network_forward_is_causal():
     b = torch.tensor([[0, 0, 21, 3, 4, 9, 9, 9]])
     with torch.no_grad():
         np.testing.assert_allclose(net.encode(a)[:, :5].numpy(), net.encode(b)[:, :5].numpy(), atol=1e-6)
+
+
+@pytest.mark.slow  # loads MiniLM
+def test_text_init_encodes_item_text_with_the_text_encoder(synthetic, tmp_path, monkeypatch):
+    pytest.importorskip("sentence_transformers")
+    from recloop.text import TextEncoder
+
+    monkeypatch.setattr("recloop.text.encoder.default_cache_dir", lambda: tmp_path)
+    parts = leave_one_out(synthetic.interactions)
+    model = SASRec(hidden=16, layers=1, max_len=10, text_init=True, train=tiny_train(epochs=1))
+    model.fit(parts.train, item_features=synthetic.item_features)
+    text = model.network_.items.text_embeddings
+    assert text.shape == (model.n_items, TextEncoder().dim)
+    model.save(tmp_path / "artifact")
+    again = SASRec.load(tmp_path / "artifact")
+    np.testing.assert_array_equal(again.score(np.arange(5)), model.score(np.arange(5)))
