@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from recloop.data import Features, IdMap  # noqa: E402
-from recloop.errors import ConfigError  # noqa: E402
-from recloop.text import DEFAULT_MODEL, TextEncoder, embed_features, resolve_model  # noqa: E402
+from recloop.data import Features, IdMap
+from recloop.errors import ConfigError
+from recloop.text import DEFAULT_MODEL, TextEncoder, embed_features, resolve_model
 
 
 def test_default_model_resolves_to_the_offline_package():
