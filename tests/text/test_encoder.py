@@ -94,3 +94,13 @@ def test_embed_features_gives_rows_without_text_a_zero_vector(tmp_path):
     assert vectors.shape == (3, 384)
     assert not vectors[1].any()
     np.testing.assert_allclose(np.linalg.norm(vectors[[0, 2]], axis=1), 1.0, atol=1e-5)
+
+
+def test_a_corrupt_shard_is_ignored_and_re_encoded(tmp_path):
+    encoder = TextEncoder(cache_dir=str(tmp_path), device="cpu")
+    vectors = encoder.encode(["a submarine thriller"])
+    for shard in encoder.cache_path.glob("shard-*.safetensors"):
+        shard.write_bytes(b"not a safetensors file")
+    again = TextEncoder(cache_dir=str(tmp_path), device="cpu")
+    np.testing.assert_allclose(again.encode(["a submarine thriller"]), vectors, atol=1e-5)
+    assert again.misses == 1
