@@ -45,7 +45,8 @@ def main() -> int:
     print(f"## {config.name}: seeds {list(config.seeds)} ({time.perf_counter() - start:.0f}s)\n")
     if config.cold_items.models:
         rows = median_table(records, METRICS, "cold-items")
-        print(f"### Cold items: rank all cold items ({rows[0]['n_users']} users, median of {len(config.seeds)} seeds)\n")
+        print(f"### Cold items: rank all cold items ({rows[0]['n_users']} users, "
+              f"median of {len(config.seeds)} seeds)\n")
         print(markdown(rows) + "\n")
     for n in config.new_users.given if config.new_users.models else ():
         rows = median_table(records, METRICS, "new-users", given=n)

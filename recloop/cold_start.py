@@ -65,7 +65,7 @@ def cold_item_split(log: Interactions, fraction: float = 0.2, seed: int = 42) ->
     if not 0 < fraction < 1:
         raise ConfigError(f"cold item fraction must be in (0, 1), got {fraction}")
     present = np.flatnonzero(log.item_counts() > 0)
-    n_cold = int(round(fraction * len(present)))
+    n_cold = round(fraction * len(present))
     if n_cold == 0:
         raise DataError(f"a cold-item fraction of {fraction} of {len(present)} items selects no item")
     cold = np.sort(make_rng(seed).choice(present, size=n_cold, replace=False))
@@ -89,7 +89,7 @@ def new_user_split(log: Interactions, fraction: float = 0.2, seed: int = 42) -> 
     if not 0 < fraction < 1:
         raise ConfigError(f"new user fraction must be in (0, 1), got {fraction}")
     active = log.active_users()
-    n_new = int(round(fraction * len(active)))
+    n_new = round(fraction * len(active))
     if n_new == 0:
         raise DataError(f"a new-user fraction of {fraction} of {len(active)} users selects no user")
     new = np.sort(make_rng(seed).choice(active, size=n_new, replace=False))

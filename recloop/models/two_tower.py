@@ -211,7 +211,8 @@ class TowerData:
             if len(own) > self.max_history:
                 own = self.rng.choice(own, self.max_history, replace=False)
             history[row, :len(own)] = own
-        return {"user": torch.from_numpy(users), "item": torch.from_numpy(targets), "history": torch.from_numpy(history)}
+        return {"user": torch.from_numpy(users), "item": torch.from_numpy(targets),
+                "history": torch.from_numpy(history)}
 
 
 class TwoTower(NeuralRecommender):

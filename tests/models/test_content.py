@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from recloop.data import Interactions, UserHistories  # noqa: E402
-from recloop.errors import ConfigError  # noqa: E402
-from recloop.models import MODELS, UNKNOWN_USER, ContentBased, Recommender  # noqa: E402
+from recloop.data import Interactions, UserHistories
+from recloop.errors import ConfigError
+from recloop.models import MODELS, UNKNOWN_USER, ContentBased, Recommender
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from recloop.data import Features, IdMap  # noqa: E402
-from recloop.errors import ConfigError  # noqa: E402
-from recloop.text import DEFAULT_MODEL, TextEncoder, embed_features, resolve_model  # noqa: E402
+from recloop.data import Features, IdMap
+from recloop.errors import ConfigError
+from recloop.text import DEFAULT_MODEL, TextEncoder, embed_features, resolve_model
 
 
 def test_default_model_resolves_to_the_offline_package():
@@ -94,3 +94,13 @@ def test_embed_features_gives_rows_without_text_a_zero_vector(tmp_path):
     assert vectors.shape == (3, 384)
     assert not vectors[1].any()
     np.testing.assert_allclose(np.linalg.norm(vectors[[0, 2]], axis=1), 1.0, atol=1e-5)
+
+
+def test_a_corrupt_shard_is_ignored_and_re_encoded(tmp_path):
+    encoder = TextEncoder(cache_dir=str(tmp_path), device="cpu")
+    vectors = encoder.encode(["a submarine thriller"])
+    for shard in encoder.cache_path.glob("shard-*.safetensors"):
+        shard.write_bytes(b"not a safetensors file")
+    again = TextEncoder(cache_dir=str(tmp_path), device="cpu")
+    np.testing.assert_allclose(again.encode(["a submarine thriller"]), vectors, atol=1e-5)
+    assert again.misses == 1
