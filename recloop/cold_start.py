@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recloop.config import DataConfig, ModelSpec, apply_override, from_dict, model_spec
+from recloop.config import DataConfig, ModelSpec, apply_override, from_dict, model_spec, read_toml
 from recloop.data.dataset import Dataset
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.data.loading import load_dataset
@@ -229,14 +228,7 @@ def cold_start_config_from_dict(raw: Mapping[str, Any], source: str = "config") 
 
 def load_cold_start_config(path: str | Path, overrides: list[str] | None = None) -> ColdStartConfig:
     """Read a cold-start TOML file, applying ``key.path=value`` overrides."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML: {error}") from None
-    raw.setdefault("name", path.stem)
+    raw = read_toml(Path(path))
     for override in overrides or []:
         apply_override(raw, override)
     return cold_start_config_from_dict(raw, str(path))

@@ -124,13 +124,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, select: st
     """Read an experiment TOML file, keep only the model named or labelled ``select``
     (if given), and apply ``key.path=value`` overrides."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML: {error}") from None
-    raw.setdefault("name", path.stem)
+    raw = read_toml(path)
     if select is not None:
         tables = raw.get("models", [raw["model"]] if "model" in raw else [])
         chosen = [t for t in tables if isinstance(t, dict) and select in (t.get("name"), t.get("label"))]
@@ -142,6 +136,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None, select: st
     for override in overrides or []:
         apply_override(raw, override)
     return experiment_from_dict(raw, source=str(path))
+
+
+def read_toml(path: Path) -> dict:
+    """The raw tree of a TOML config file, ``name`` defaulting to the file's stem."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    raw.setdefault("name", Path(path).stem)
+    return raw
 
 
 def apply_override(raw: dict, override: str) -> None:

@@ -174,33 +174,45 @@ class EventStore(ABC):
         """Store ``events`` durably; return how many were new. Blocks until committed."""
         return self.submit(events).result(timeout)
 
-    @abstractmethod
+    _writer: GroupCommitter
+
     def submit(self, events: Sequence[Event]) -> Future:
         """Queue ``events`` for the next group commit; the future resolves after it."""
+        return self._writer.submit(events)
 
     @abstractmethod
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of a read-only query written with ``?`` placeholders (both backends)."""
+
     def events_after(self, after_id: int, limit: int = 10_000) -> list[StoredEvent]:
         """Events with ``id > after_id`` in id order, at most ``limit``."""
+        rows = self._query(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                           (int(after_id), int(limit)))
+        return [_row_event(r) for r in rows]
 
-    @abstractmethod
     def count(self) -> int:
         """Number of stored events."""
+        return int(self._query("SELECT COUNT(*) FROM events")[0][0])
 
-    @abstractmethod
     def head(self) -> StoreHead:
         """The last event id, last item id and reload generation, in one round trip."""
+        row = self._query("SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM items), "
+                          "(SELECT value FROM meta WHERE key = ?)", ("generation",))[0]
+        return StoreHead(int(row[0]), int(row[1]), int(row[2] or 0))
 
     @abstractmethod
     def add_item(self, item: NewItem) -> int:
         """Store a new item durably; :class:`ItemExistsError` if its id is taken."""
 
-    @abstractmethod
     def items_after(self, after_id: int) -> list[StoredItem]:
         """Items with ``id > after_id`` in id order."""
+        rows = self._query(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id > ? ORDER BY id", (int(after_id),))
+        return [_row_item(r) for r in rows]
 
-    @abstractmethod
     def get_meta(self, key: str) -> str | None:
         """A small named value (the artifact the service should run, ...)."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
 
     @abstractmethod
     def set_meta(self, key: str, value: str, bump_generation: bool = False) -> int:
@@ -326,25 +338,9 @@ class SQLiteEventStore(EventStore):
             raise
         return inserted
 
-    def submit(self, events: Sequence[Event]) -> Future:
-        return self._writer.submit(events)
-
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
             return self._reader.execute(sql, params).fetchall()
-
-    def events_after(self, after_id: int, limit: int = 10_000) -> list[StoredEvent]:
-        rows = self._query(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                           (int(after_id), int(limit)))
-        return [_row_event(r) for r in rows]
-
-    def count(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM events")[0][0])
-
-    def head(self) -> StoreHead:
-        row = self._query("SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM items), "
-                          "(SELECT value FROM meta WHERE key = ?)", ("generation",))[0]
-        return StoreHead(int(row[0]), int(row[1]), int(row[2] or 0))
 
     def add_item(self, item: NewItem) -> int:
         with self._lock:
@@ -356,14 +352,6 @@ class SQLiteEventStore(EventStore):
             except sqlite3.IntegrityError:
                 raise ItemExistsError(f"item id {item.item_id!r} already exists in the event store") from None
             return int(cursor.lastrowid)
-
-    def items_after(self, after_id: int) -> list[StoredItem]:
-        rows = self._query(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id > ? ORDER BY id", (int(after_id),))
-        return [_row_item(r) for r in rows]
-
-    def get_meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str, bump_generation: bool = False) -> int:
         with self._lock:
@@ -451,9 +439,6 @@ class PostgresEventStore(EventStore):
                     break
         return inserted
 
-    def submit(self, events: Sequence[Event]) -> Future:
-        return self._writer.submit(events)
-
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
             try:
@@ -463,19 +448,6 @@ class PostgresEventStore(EventStore):
                 self._reader.close()
                 self._reader = self._connect()
                 return self._reader.execute(_pg(sql), params).fetchall()
-
-    def events_after(self, after_id: int, limit: int = 10_000) -> list[StoredEvent]:
-        rows = self._query(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                           (int(after_id), int(limit)))
-        return [_row_event(r) for r in rows]
-
-    def count(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM events")[0][0])
-
-    def head(self) -> StoreHead:
-        row = self._query("SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM items), "
-                          "(SELECT value FROM meta WHERE key = ?)", ("generation",))[0]
-        return StoreHead(int(row[0]), int(row[1]), int(row[2] or 0))
 
     def add_item(self, item: NewItem) -> int:
         with self._lock, self._reader.transaction():
@@ -488,14 +460,6 @@ class PostgresEventStore(EventStore):
         if row is None:
             raise ItemExistsError(f"item id {item.item_id!r} already exists in the event store")
         return int(row[0])
-
-    def items_after(self, after_id: int) -> list[StoredItem]:
-        rows = self._query(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id > ? ORDER BY id", (int(after_id),))
-        return [_row_item(r) for r in rows]
-
-    def get_meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str, bump_generation: bool = False) -> int:
         with self._lock, self._reader.transaction():

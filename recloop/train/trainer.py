@@ -148,7 +148,7 @@ class Trainer:
     def fit(self, network: nn.Module, loss: Callable[[Any], torch.Tensor], data: TrainData,
             validate: Callable[[], float] | None = None, callbacks: Sequence[Callback] = ()) -> TrainResult:
         """Train ``network`` by minimising ``loss`` over ``data``; see the module docstring."""
-        cfg, ctx, device = self.config, self.distributed, self.device
+        cfg, device = self.config, self.device
         if not isinstance(data, TrainData):
             raise ConfigError(f"{self.name}: training data must have __len__ and batch(index); got {type(data).__name__}")
         n_examples = len(data)
