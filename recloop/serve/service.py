@@ -32,7 +32,7 @@ from recloop.serve.pipeline import Pipeline, Query, Ranked
 from recloop.serve.settings import ServeSettings
 from recloop.serve.stages import ExplainStage, ExploreStage, RerankStage
 from recloop.serve.state import LiveState
-from recloop.serve.store import EventStore, ItemExistsError, NewItem, open_store
+from recloop.serve.store import EventStore, ItemExistsError, NewItem, StoreHead, open_store
 
 log = logging.getLogger("recloop.serve")
 
@@ -133,13 +133,18 @@ class RecommendationService:
         """Catch up with the store (events, items, a reload by another process) and
         return the state to answer from."""
         state = self._state
-        head = self.store.head()
-        if head.generation > state.generation and not self._reload_lock.locked():
-            self._follow()
+        head = self._follow_if_reloaded()
         if head.last_event_id > state.last_event_id or head.last_item_id > state.last_item_id:
             with self._sync_lock:
                 state.catch_up(self.store, head)
         return state
+
+    def _follow_if_reloaded(self) -> StoreHead:
+        """Start following a reload made by another process, if there was one; the store's head."""
+        head = self.store.head()
+        if head.generation > self._state.generation and not self._reload_lock.locked():
+            self._follow()
+        return head
 
     @property
     def warm(self) -> bool:
@@ -253,6 +258,8 @@ class RecommendationService:
                 "features": {name: catalog.labels(name, index) for name in catalog.feature_names}}
 
     def health(self) -> dict:
+        # A worker that only gets health checks still follows another worker's reload.
+        self._follow_if_reloaded()
         state = self._state
         return {"status": "ok", "model": state.model.name, "artifact": str(state.path),
                 "generation": state.generation, "items": len(state.catalog), "cold_items": state.catalog.n_cold,
