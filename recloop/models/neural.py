@@ -27,6 +27,8 @@ follow from the config, ``n_users``/``n_items`` and the saved arrays.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -102,13 +104,23 @@ class NeuralRecommender(Recommender):
         return lambda: evaluator.evaluate(self, valid, train)[metric]
 
     def _score(self, user_idx: np.ndarray, history: UserHistories) -> torch.Tensor:
+        with self.inference():
+            return self.score_batch(user_idx, history).float()
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode without autograd. Switching modes walks every module, which costs
+        more than a served request's forward pass, so it happens only when the network
+        is in training mode (validation during fit); a loaded model stays in eval mode."""
         was_training = self.network_.training
-        self.network_.eval()
+        if was_training:
+            self.network_.eval()
         try:
             with torch.no_grad():
-                return self.score_batch(user_idx, history).float()
+                yield
         finally:
-            self.network_.train(was_training)
+            if was_training:
+                self.network_.train()
 
     @property
     def device(self) -> torch.device:

@@ -187,13 +187,8 @@ class SequenceRecommender(NeuralRecommender):
         user_idx = np.asarray(user_idx, dtype=np.int64).reshape(-1)
         if history is None:
             history = self.history_.histories(user_idx)
-        with torch.no_grad():
-            was_training = self.network_.training
-            self.network_.eval()
-            try:
-                return self._query(history).float().cpu().numpy()
-            finally:
-                self.network_.train(was_training)
+        with self.inference():
+            return self._query(history).float().cpu().numpy()
 
     def item_vectors(self) -> np.ndarray:
         """``(n_items, d)``: the output item table (tied with the input embeddings)."""

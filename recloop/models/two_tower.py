@@ -308,8 +308,7 @@ class TwoTower(NeuralRecommender):
     def item_vectors(self) -> np.ndarray:
         """Unit item vectors ``(n_items, d)``: ``score = user_vectors @ item_vectors.T``."""
         self._check_fitted("item_vectors")
-        with torch.no_grad():
-            self.network_.eval()
+        with self.inference():
             return self._item_matrix().cpu().numpy()
 
     def user_vectors(self, user_idx: np.ndarray, history: UserHistories | None = None) -> np.ndarray:
@@ -319,8 +318,7 @@ class TwoTower(NeuralRecommender):
             if (user_idx == UNKNOWN_USER).any():
                 raise ValueError("unknown users (user_idx -1) need an explicit history")
             history = self.history_.histories(user_idx)
-        with torch.no_grad():
-            self.network_.eval()
+        with self.inference():
             return self._user_matrix(user_idx, history, self._item_matrix()).cpu().numpy()
 
     def text_to_item_vectors(self, text_embeddings: np.ndarray, projection: str | None = None) -> np.ndarray:
@@ -337,8 +335,7 @@ class TwoTower(NeuralRecommender):
         if projection == "ridge":
             vectors = self.ridge_.transform(text)
             return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        with torch.no_grad():
-            self.network_.eval()
+        with self.inference():
             return self.network_.text_vectors(torch.from_numpy(text).to(self.device)).cpu().numpy()
 
     # --- persistence --------------------------------------------------------------------------------
