@@ -45,11 +45,18 @@ def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str 
         config = load_config(config_path, [*overrides, f"model.train.seed={seed}", "model.train.progress=false"])
         start = time.perf_counter()
         result = run_model(config.model, data, config)
-        trained = result.model.train_result_
+        # With train.refit the tested model was retrained on train + valid; early stopping
+        # (best epoch, time to it) is the first model's.
+        early = result.before_refit[0] if result.before_refit else result.model
+        trained = early.train_result_
         record = {
             "seed": seed,
             "params": sum(p.numel() for p in result.model.network_.parameters()),
             "test": {k: v for k, v in result.test.summary().items() if "@" in k},
+            "test_before_refit": ({k: v for k, v in result.before_refit[1].summary().items() if "@" in k}
+                                  if result.before_refit else None),
+            "refit_seconds": (result.model.train_result_.seconds_per_epoch * len(result.model.train_result_.history)
+                              if result.before_refit else None),
             "valid_best": trained.best_metric,
             "best_epoch": trained.best_epoch,
             "epochs_run": len(trained.history),
@@ -75,6 +82,9 @@ def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str 
     report["median"] = {key: statistics.median(r[key] for r in runs)
                         for key in ("seconds_per_epoch", "cpu_seconds_per_epoch", "seconds_to_best", "best_epoch")}
     report["median"]["test"] = {k: statistics.median(r["test"][k] for r in runs) for k in runs[0]["test"]}
+    if all(r["test_before_refit"] for r in runs):
+        report["median"]["test_before_refit"] = {k: statistics.median(r["test_before_refit"][k] for r in runs)
+                                                 for k in runs[0]["test_before_refit"]}
     if out is not None:
         out.write_text(json.dumps(report, indent=1))
     return report

@@ -40,6 +40,9 @@ class ModelRun:
     valid: EvaluationResult | None
     fit_seconds: float
     search: list[dict] = field(default_factory=list)
+    #: For a model refitted after early stopping: the early-stopped model and its test
+    #: result (the refitted one is ``model``/``test``).
+    before_refit: tuple[Recommender, EvaluationResult] | None = None
 
     @property
     def label(self) -> str:
@@ -56,6 +59,7 @@ class ModelRun:
             "fit_seconds": self.fit_seconds,
             "eval_seconds": self.test.seconds,
             "search": self.search,
+            "test_before_refit": None if self.before_refit is None else self.before_refit[1].summary(),
         }
 
 
@@ -115,13 +119,21 @@ def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, pro
     if has_valid:
         valid_result = evaluator.evaluate(model, parts.valid, parts.train, progress=progress)
     train_log = parts.train
+    before_refit = None
     if config.refit and has_valid and not model.uses_validation:
         # Refit on everything before the test period, with the chosen hyperparameters.
         train_log = parts.history("test")
         model = build_model(spec, chosen)
         fit_seconds = fit(model, data, train_log)
+    elif uses_valid and (refitted := model.refit_model()) is not None:
+        # Early stopping chose the epochs; train that long on train + valid (opt-in: train.refit).
+        early = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress)
+        before_refit = (model, early)
+        train_log = parts.history("test")
+        fit_seconds += fit(refitted, data, train_log)
+        model = refitted
     test_result = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress)
     if model.predicts_ratings and parts.test.rating is not None:
         test_result.extra["rating_errors"] = evaluator.evaluate_ratings(model, parts.test, parts.history("test"))
     params = {**dict(spec.params), **chosen}
-    return ModelRun(spec, model, params, test_result, valid_result, fit_seconds, search)
+    return ModelRun(spec, model, params, test_result, valid_result, fit_seconds, search, before_refit)

@@ -75,6 +75,12 @@ class Recommender(ABC):
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
         return f"{type(self).__name__}({fields})"
 
+    def refit_model(self) -> Recommender | None:
+        """For a model fitted with early stopping: an unfitted copy to train on training
+        plus validation with what early stopping chose (e.g. the epoch count), or None
+        when the model is not to be refitted (the default)."""
+        return None
+
     # --- fitting ----------------------------------------------------------------------------
     def fit(self, train: Interactions, *, item_features: Features | None = None,
             user_features: Features | None = None, valid: Interactions | None = None) -> Self:

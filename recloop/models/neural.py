@@ -26,6 +26,7 @@ follow from the config, ``n_users``/``n_items`` and the saved arrays.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,6 +103,16 @@ class NeuralRecommender(Recommender):
         name, _, cutoff = metric.partition("@")
         evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric))
         return lambda: evaluator.evaluate(self, valid, train)[metric]
+
+    def refit_model(self) -> NeuralRecommender | None:
+        """With ``train.refit``: the same model, same seed, set to train for the best
+        epoch's count of epochs without validation; else None."""
+        cfg: TrainerConfig = self.config.train
+        result = getattr(self, "train_result_", None)
+        if not cfg.refit or result is None or result.best_epoch < 1:
+            return None
+        train = dataclasses.replace(cfg, epochs=result.best_epoch, refit=False, checkpoint_dir=None, resume=False)
+        return type(self)(dataclasses.replace(self.config, train=train))
 
     def _score(self, user_idx: np.ndarray, history: UserHistories) -> torch.Tensor:
         with self.inference():
