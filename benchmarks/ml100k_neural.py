@@ -33,7 +33,8 @@ METRICS = ["ndcg@10", "precision@10", "recall@10", "map@10"]
 def run_config(path: str, seeds: list[int], threads: int) -> list[dict]:
     runs = []
     for seed in seeds:
-        config = load_config(ROOT / path, [f"model.train.seed={seed}", f"model.train.num_threads={threads}"])
+        overrides = [f"model.train.seed={seed}", f"model.train.num_threads={threads}", "model.train.progress=false"]
+        config = load_config(ROOT / path, overrides)
         data = prepare_data(config, data_dir=data_dir(), download=False)
         run = run_model(config.model, data, config)
         trained = run.model.train_result_

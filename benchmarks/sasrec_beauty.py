@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from recloop.artifact import save_artifact
 from recloop.config import load_config
 from recloop.experiment import prepare_data, run_model
 
@@ -37,7 +38,8 @@ def machine() -> dict:
             "load_average_at_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str | None, out: Path | None) -> dict:
+def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str | None, out: Path | None,
+        save: Path | None = None) -> dict:
     base = load_config(config_path, overrides)
     data = prepare_data(base, data_dir=data_dir, download=False)
     report = {"config": config_path, "overrides": overrides, "machine": machine(), "runs": []}
@@ -71,6 +73,8 @@ def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str 
             "history": trained.to_dict()["history"],
         }
         report["runs"].append(record)
+        if save is not None:  # e.g. the artifact the serving load test uses
+            save_artifact(result.model, save / f"seed{seed}", metrics=result.record())
         print(f"seed {seed}: test ndcg@10 {record['test'].get('ndcg@10', float('nan')):.4f} "
               f"hr@10 {record['test'].get('hr@10', float('nan')):.4f}; best epoch {record['best_epoch']} "
               f"({record['seconds_to_best'] / 60:.1f} min), {record['seconds_per_epoch']:.1f} s/epoch",
@@ -96,10 +100,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--save", type=Path, default=None, help="write each seed's artifact to SAVE/seedN")
     parser.add_argument("--data-dir", default=os.environ.get("RECLOOP_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    report = run(args.config, args.seeds, args.set, args.data_dir, args.json)
+    report = run(args.config, args.seeds, args.set, args.data_dir, args.json, args.save)
     median = report["median"]
     print(json.dumps({"median_test": median["test"], "median_seconds_per_epoch": median["seconds_per_epoch"],
                       "median_seconds_to_best": median["seconds_to_best"]}, indent=1))
