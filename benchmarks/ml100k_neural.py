@@ -55,7 +55,8 @@ def references() -> list[list]:
             continue
         run = run_model(spec, data, config)
         summary = run.test.summary()
-        rows.append([spec.display_name + " (reference)"] + [summary[m] for m in METRICS] + ["-", "-", "-", run.fit_seconds])
+        rows.append([f"{spec.display_name} (reference)", *(summary[m] for m in METRICS), "-", "-", "-",
+                     run.fit_seconds])
     return rows
 
 
