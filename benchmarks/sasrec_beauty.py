@@ -94,6 +94,35 @@ def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str 
     return report
 
 
+def table(files: list[Path]) -> str:
+    """One markdown row per seed of the given result files, then the medians."""
+    runs = [r for f in files for r in json.loads(Path(f).read_text())["runs"]]
+    runs.sort(key=lambda r: r["seed"])
+    header = ("| seed | best epoch | epochs run | wall s/epoch | CPU s/epoch | wall min to best | valid NDCG@10 "
+              "| test NDCG@10 early-stopped | test NDCG@10 refitted | test HR@10 refitted | test NDCG@20 refitted "
+              "| total fit min |")
+    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
+
+    def row(label, r):
+        early = r["test_before_refit"]["ndcg@10"] if r.get("test_before_refit") else float("nan")
+        return (f"| {label} | {r['best_epoch']} | {r['epochs_run']} | {r['seconds_per_epoch']:.1f} | "
+                f"{r['cpu_seconds_per_epoch']:.1f} | {r['seconds_to_best'] / 60:.1f} | {r['valid_best']:.4f} | "
+                f"{early:.4f} | {r['test']['ndcg@10']:.4f} | {r['test']['hr@10']:.4f} | {r['test']['ndcg@20']:.4f} | "
+                f"{r['fit_seconds'] / 60:.1f} |")
+
+    for r in runs:
+        lines.append(row(str(r["seed"]), r))
+    median = {key: statistics.median(r[key] for r in runs)
+              for key in ("best_epoch", "epochs_run", "seconds_per_epoch", "cpu_seconds_per_epoch", "seconds_to_best",
+                          "valid_best", "fit_seconds")}
+    median["test"] = {k: statistics.median(r["test"][k] for r in runs) for k in ("ndcg@10", "hr@10", "ndcg@20")}
+    if all(r.get("test_before_refit") for r in runs):
+        median["test_before_refit"] = {"ndcg@10": statistics.median(r["test_before_refit"]["ndcg@10"] for r in runs)}
+    lines.append(row("**median**", median).replace(f"{median['test']['ndcg@10']:.4f}",
+                                                   f"**{median['test']['ndcg@10']:.4f}**"))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "beauty-sasrec.toml"))
@@ -102,7 +131,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--save", type=Path, default=None, help="write each seed's artifact to SAVE/seedN")
     parser.add_argument("--data-dir", default=os.environ.get("RECLOOP_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
+    parser.add_argument("--table", type=Path, nargs="+", default=None,
+                        help="print the markdown table of these result files instead of training")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     report = run(args.config, args.seeds, args.set, args.data_dir, args.json, args.save)
     median = report["median"]
