@@ -32,10 +32,10 @@ METRICS = ["ndcg@10", "precision@10", "recall@10", "map@10"]
 
 def run_config(path: str, seeds: list[int], threads: int) -> list[dict]:
     runs = []
+    data = prepare_data(load_config(ROOT / path), data_dir=data_dir(), download=False)  # the seeds share the split
     for seed in seeds:
         overrides = [f"model.train.seed={seed}", f"model.train.num_threads={threads}", "model.train.progress=false"]
         config = load_config(ROOT / path, overrides)
-        data = prepare_data(config, data_dir=data_dir(), download=False)
         run = run_model(config.model, data, config)
         trained = run.model.train_result_
         summary = run.test.summary()

@@ -38,6 +38,10 @@ def machine() -> dict:
             "load_average_at_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
+def ranking_metrics(result) -> dict:
+    return {k: v for k, v in result.summary().items() if "@" in k}
+
+
 def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str | None, out: Path | None,
         save: Path | None = None) -> dict:
     base = load_config(config_path, overrides)
@@ -54,11 +58,9 @@ def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str 
         record = {
             "seed": seed,
             "params": sum(p.numel() for p in result.model.network_.parameters()),
-            "test": {k: v for k, v in result.test.summary().items() if "@" in k},
-            "test_before_refit": ({k: v for k, v in result.before_refit[1].summary().items() if "@" in k}
-                                  if result.before_refit else None),
-            "refit_seconds": (result.model.train_result_.seconds_per_epoch * len(result.model.train_result_.history)
-                              if result.before_refit else None),
+            "test": ranking_metrics(result.test),
+            "test_before_refit": ranking_metrics(result.before_refit[1]) if result.before_refit else None,
+            "refit_seconds": result.model.train_result_.seconds if result.before_refit else None,
             "valid_best": trained.best_metric,
             "best_epoch": trained.best_epoch,
             "epochs_run": len(trained.history),
@@ -103,12 +105,12 @@ def table(files: list[Path]) -> str:
               "| total fit min |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
 
-    def row(label, r):
+    def row(label, r, bold=""):
         early = r["test_before_refit"]["ndcg@10"] if r.get("test_before_refit") else float("nan")
         return (f"| {label} | {r['best_epoch']} | {r['epochs_run']} | {r['seconds_per_epoch']:.1f} | "
                 f"{r['cpu_seconds_per_epoch']:.1f} | {r['seconds_to_best'] / 60:.1f} | {r['valid_best']:.4f} | "
-                f"{early:.4f} | {r['test']['ndcg@10']:.4f} | {r['test']['hr@10']:.4f} | {r['test']['ndcg@20']:.4f} | "
-                f"{r['fit_seconds'] / 60:.1f} |")
+                f"{early:.4f} | {bold}{r['test']['ndcg@10']:.4f}{bold} | {r['test']['hr@10']:.4f} | "
+                f"{r['test']['ndcg@20']:.4f} | {r['fit_seconds'] / 60:.1f} |")
 
     for r in runs:
         lines.append(row(str(r["seed"]), r))
@@ -118,8 +120,7 @@ def table(files: list[Path]) -> str:
     median["test"] = {k: statistics.median(r["test"][k] for r in runs) for k in ("ndcg@10", "hr@10", "ndcg@20")}
     if all(r.get("test_before_refit") for r in runs):
         median["test_before_refit"] = {"ndcg@10": statistics.median(r["test_before_refit"]["ndcg@10"] for r in runs)}
-    lines.append(row("**median**", median).replace(f"{median['test']['ndcg@10']:.4f}",
-                                                   f"**{median['test']['ndcg@10']:.4f}**"))
+    lines.append(row("**median**", median, bold="**"))
     return "\n".join(lines)
 
 
