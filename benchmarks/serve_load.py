@@ -1,6 +1,7 @@
 """Load test of the HTTP service: ``python benchmarks/serve_load.py configs/serve-load.toml``.
 
-1. Trains the configured artifact once (``recloop train``) if it is missing.
+1. Trains the configured artifact once (``recloop train``, with the config's
+   ``train_set`` overrides) if it is missing.
 2. Starts ``recloop serve`` (SQLite event store, ``workers`` processes) on a free port.
 3. ``/recommend`` for random known users at each offered rate, open loop
    (``loadgen.py``): p50/p95/p99 from each request's due time; median over repeats.
@@ -57,8 +58,9 @@ def ensure_artifact(config: dict) -> Path:
     artifact = ROOT / config["artifact"]
     if not (artifact / "model.json").is_file():
         print(f"training {config['train_config']} into {artifact} ...", file=sys.stderr)
+        overrides = [arg for value in config.get("train_set", []) for arg in ("--set", value)]
         subprocess.run([sys.executable, "-m", "recloop", "train", str(ROOT / config["train_config"]),
-                        "--output", str(artifact), "--quiet"], check=True, env=env(), cwd=ROOT)
+                        "--output", str(artifact), "--quiet", *overrides], check=True, env=env(), cwd=ROOT)
     return artifact
 
 
@@ -157,7 +159,7 @@ def main() -> None:
     config = tomllib.loads(Path(args.config).read_text())
     artifact = Path(args.artifact) if args.artifact else ensure_artifact(config)
     model = json.loads((artifact / "model.json").read_text())["model"]
-    label = args.label or model
+    label = args.label or config.get("label") or model
     folder = Path(tempfile.mkdtemp(prefix="recloop-load-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
