@@ -3,7 +3,9 @@
 The :class:`Trainer` owns what all models share: the epoch loop, AdamW with warm-up and
 a decay schedule, gradient clipping, mixed precision on GPU, early stopping on a
 full-ranking validation metric with restore of the best weights, resumable checkpoints,
-seeded shuffling, data-parallel training and progress output. What differs between
+seeded shuffling, data-parallel training and progress output; early stopping, checkpoints,
+the time budget, TensorBoard and progress are callbacks on the loop's hooks
+(:mod:`recloop.train.callbacks`), and callers add their own. What differs between
 models lives in the model: the network, how examples become tensors, and the loss.
 So a model hands the trainer three things::
 
@@ -26,27 +28,31 @@ without validation) and is in eval mode, on the training device.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from recloop.errors import ConfigError, TrainingError
 from recloop.train import distributed as D
+from recloop.train.callbacks import (
+    Callback,
+    CallbackList,
+    Checkpoint,
+    EarlyStopping,
+    FitState,
+    Progress,
+    TensorBoard,
+    TimeBudget,
+)
 from recloop.train.config import TrainerConfig
+from recloop.train.result import EpochRecord, TrainResult
 from recloop.train.sampler import epoch_batches
-
-CHECKPOINT_VERSION = 1
-log = logging.getLogger("recloop.train")  # one INFO line per epoch (rank 0), for logs of long runs
 
 
 @runtime_checkable
@@ -58,55 +64,6 @@ class TrainData(Protocol):
 
     def batch(self, index: np.ndarray) -> Any:
         """Collate the examples ``index`` into tensors (or dicts/tuples of tensors)."""
-
-
-@dataclass
-class EpochRecord:
-    """What happened in one epoch. ``metric`` is ``None`` when it did not validate."""
-
-    epoch: int
-    loss: float
-    lr: float
-    train_seconds: float
-    valid_seconds: float = 0.0
-    metric: float | None = None
-    elapsed: float = 0.0  # seconds since fit() started, at the end of this epoch
-    train_cpu_seconds: float = 0.0  # CPU time of this process in training (all threads): on a shared
-    # machine, wall time depends on the other load and CPU time much less
-
-
-@dataclass
-class TrainResult:
-    """The course of a ``fit``: per-epoch records and where the best epoch was."""
-
-    history: list[EpochRecord] = field(default_factory=list)
-    metric: str | None = None
-    best_epoch: int = 0
-    best_metric: float | None = None
-    seconds_to_best: float = 0.0
-    seconds: float = 0.0
-    stopped: str = "max_epochs"  # max_epochs | early_stopping | time_budget
-    steps: int = 0
-
-    @property
-    def seconds_per_epoch(self) -> float:
-        """Median training seconds of one epoch (validation excluded)."""
-        return float(np.median([r.train_seconds for r in self.history])) if self.history else 0.0
-
-    @property
-    def cpu_seconds_per_epoch(self) -> float:
-        """Median CPU seconds (all threads of this process) of one training epoch."""
-        return float(np.median([r.train_cpu_seconds for r in self.history])) if self.history else 0.0
-
-    def to_dict(self) -> dict:
-        return {"metric": self.metric, "best_epoch": self.best_epoch, "best_metric": self.best_metric,
-                "seconds_to_best": self.seconds_to_best, "seconds": self.seconds, "stopped": self.stopped,
-                "steps": self.steps, "seconds_per_epoch": self.seconds_per_epoch,
-                "cpu_seconds_per_epoch": self.cpu_seconds_per_epoch,
-                "history": [asdict(r) for r in self.history]}
-
-
-Callback = Callable[["Trainer", EpochRecord], None]
 
 
 class _LossModule(nn.Module):
@@ -146,24 +103,59 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
     def fit(self, network: nn.Module, loss: Callable[[Any], torch.Tensor], data: TrainData,
-            validate: Callable[[], float] | None = None, callbacks: Sequence[Callback] = ()) -> TrainResult:
-        """Train ``network`` by minimising ``loss`` over ``data``; see the module docstring."""
-        cfg, device = self.config, self.device
+            validate: Callable[[], float] | None = None,
+            callbacks: Sequence[Callback | Callable[[Trainer, EpochRecord], Any]] = ()) -> TrainResult:
+        """Train ``network`` by minimising ``loss`` over ``data``; see the module docstring.
+        ``callbacks`` run after the trainer's own (see :mod:`recloop.train.callbacks`)."""
         if not isinstance(data, TrainData):
             raise ConfigError(f"{self.name}: training data must have __len__ and batch(index); got {type(data).__name__}")
-        n_examples = len(data)
-        if n_examples == 0:
+        if len(data) == 0:
             raise ConfigError(f"{self.name}: there are no training examples (is the training log empty?)")
-        threads = _thread_setting(cfg.num_threads if device.type == "cpu" else 0)
+        threads = _thread_setting(self.config.num_threads if self.device.type == "cpu" else 0)
         start = time.perf_counter()
         try:
-            return self._fit(network, loss, data, validate, callbacks, n_examples, start)
+            return self._fit(network, loss, data, validate, CallbackList([*self._own_callbacks(), *callbacks]), start)
         finally:
             threads.close()
 
-    def _fit(self, network, loss, data, validate, callbacks, n_examples, start) -> TrainResult:
+    def _fit(self, network, loss, data, validate, hooks: CallbackList, start: float) -> TrainResult:
+        cfg = self.config
+        state, forward = self._prepare(network, loss, len(data), validate is not None, start)
+        hooks.on_fit_start(self, state)
+        for epoch in range(state.first_epoch, cfg.epochs + 1):
+            state.epoch = epoch
+            record = self._train_epoch(state, forward, data, hooks)
+            if validate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                self._validate(state, record, validate)
+            record.elapsed = time.perf_counter() - state.start
+            state.result.history.append(record)
+            hooks.on_epoch_end(self, state, record)
+            if state.stop:
+                break
+        hooks.on_fit_end(self, state)
+        network.eval()
+        state.result.seconds = time.perf_counter() - state.start
+        return state.result
+
+    # --- pieces -------------------------------------------------------------------------------
+    def _own_callbacks(self) -> list[Callback]:
+        """The callbacks the config asks for, in the order their epoch-end work must run."""
+        cfg, main = self.config, self.distributed.is_main
+        own: list[Callback] = [EarlyStopping(cfg.patience)]
+        if cfg.max_minutes:
+            own.append(TimeBudget(cfg.max_minutes))
+        if cfg.checkpoint_dir:
+            own.append(Checkpoint(cfg.checkpoint_dir, resume=cfg.resume))
+        if main and cfg.tensorboard_dir:
+            own.append(TensorBoard(cfg.tensorboard_dir))
+        if main:
+            own.append(Progress(bar=cfg.progress))
+        return own
+
+    def _prepare(self, network: nn.Module, loss, n_examples: int, validating: bool, start: float):
+        """The fit's state and ``forward(batch) -> loss``: the network on the device (in DDP
+        when distributed), AdamW, the schedule and mixed precision."""
         cfg, ctx, device = self.config, self.distributed, self.device
-        main = ctx.is_main
         network.to(device)
         wrapper = _LossModule(network, loss)
         if ctx.enabled:
@@ -176,136 +168,67 @@ class Trainer:
         steps_per_epoch = math.ceil(n_examples / cfg.batch_size)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch * cfg.epochs))
         autocast, scaler = self._precision()
-        lengths = getattr(data, "lengths", None)
+        self.result = TrainResult(metric=cfg.metric if validating else None)
+        state = FitState(network, optimizer, scheduler, scaler, self.result, start)
 
-        result = TrainResult(metric=cfg.metric if validate is not None else None)
-        self.result = result
-        best_state: dict[str, torch.Tensor] | None = None
-        bad_rounds, first_epoch = 0, 1
-        checkpoints = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-        if cfg.resume and checkpoints is not None and (checkpoints / "last.pt").is_file():
-            saved = load_checkpoint(checkpoints / "last.pt", device)
-            network.load_state_dict(saved["network"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            if scaler is not None and saved.get("scaler"):
-                scaler.load_state_dict(saved["scaler"])
-            _set_rng_state(saved["rng"])
-            result.history = [EpochRecord(**r) for r in saved["history"]]
-            result.best_epoch, result.best_metric = saved["best_epoch"], saved["best_metric"]
-            result.seconds_to_best, result.steps = saved["seconds_to_best"], saved["steps"]
-            bad_rounds, first_epoch = saved["bad_rounds"], saved["epoch"] + 1
-            start -= saved["elapsed"]
-            if (checkpoints / "best.pt").is_file():
-                best_state = load_checkpoint(checkpoints / "best.pt", device)["network"]
-            if saved.get("finished"):
-                first_epoch = cfg.epochs + 1
-                result.stopped = saved.get("stopped", result.stopped)
-        writer = _tensorboard(cfg.tensorboard_dir) if main else None
+        def forward(batch: Any) -> torch.Tensor:
+            with autocast():
+                return wrapper(batch)
 
-        epochs = tqdm(range(first_epoch, cfg.epochs + 1), desc=f"train {self.name}", disable=not (cfg.progress and main),
-                      initial=first_epoch - 1, total=cfg.epochs)
-        last_good_epoch = first_epoch - 1
-        for epoch in epochs:
-            network.train()
-            epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
-            batches = epoch_batches(n_examples, cfg.batch_size, epoch=epoch, seed=cfg.seed, rank=ctx.rank,
-                                    world_size=ctx.world_size, lengths=lengths)
-            loss_sum = 0.0
-            steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not (cfg.progress and main))
-            for step, index in enumerate(steps):
-                batch = to_device(data.batch(index), device)
-                with autocast():
-                    value = wrapper(batch)
-                scalar = float(value.detach())
-                if D.any_true(not math.isfinite(scalar), ctx, device):
-                    raise TrainingError(self._diverged_message(scalar, epoch, step, last_good_epoch, checkpoints))
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(value).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    value.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                result.steps += 1
-                loss_sum += scalar
-                if step % 20 == 0:
-                    steps.set_postfix(loss=f"{scalar:.4f}", refresh=False)
-            record = EpochRecord(epoch, loss_sum / max(1, len(batches)), optimizer.param_groups[0]["lr"],
-                                 time.perf_counter() - epoch_start, train_cpu_seconds=time.process_time() - epoch_cpu)
-            last_good_epoch = epoch
+        return state, forward
 
-            stop = ""
-            improved = False
-            if validate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-                valid_start = time.perf_counter()
-                metric = float("nan")
-                if main:
-                    network.eval()
-                    with torch.no_grad():
-                        metric = float(validate())
-                    network.train()
-                (metric,) = D.broadcast_floats([metric], ctx, device)
-                record.metric = metric
-                record.valid_seconds = time.perf_counter() - valid_start
-                if result.best_metric is None or metric > result.best_metric:
-                    improved = True
-                    result.best_metric, result.best_epoch = metric, epoch
-                    best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-                    bad_rounds = 0
-                else:
-                    bad_rounds += 1
-                    if cfg.patience and bad_rounds >= cfg.patience:
-                        stop = "early_stopping"
-            elif validate is None:
-                result.best_epoch = epoch
-            record.elapsed = time.perf_counter() - start
-            if improved or validate is None:
-                result.seconds_to_best = record.elapsed
-            result.history.append(record)
-            if cfg.max_minutes and not stop:
-                (over,) = D.broadcast_floats([float(record.elapsed > cfg.max_minutes * 60)], ctx, device)
-                stop = "time_budget" if over else ""
-            if stop or epoch == cfg.epochs:
-                result.stopped = stop or "max_epochs"
-            if main and checkpoints is not None:
-                self._save(checkpoints, network, optimizer, scheduler, scaler, result, epoch, bad_rounds,
-                           best_state if improved else None, finished=bool(stop) or epoch == cfg.epochs)
-            if writer is not None:
-                writer.add_scalar("train/loss", record.loss, epoch)
-                writer.add_scalar("train/lr", record.lr, epoch)
-                if record.metric is not None:
-                    writer.add_scalar(f"valid/{cfg.metric}", record.metric, epoch)
-            epochs.set_postfix(loss=f"{record.loss:.4f}",
-                               **({cfg.metric: f"{record.metric:.4f}"} if record.metric is not None else {}),
-                               **({"best": f"{result.best_metric:.4f}@{result.best_epoch}"}
-                                  if result.best_metric is not None else {}))
-            if main:
-                log.info("%s epoch %d: loss %.4f, lr %.2e, train %.1fs (cpu %.1fs)%s", self.name, epoch, record.loss,
-                         record.lr, record.train_seconds, record.train_cpu_seconds, "" if record.metric is None else
-                         f", valid {cfg.metric} {record.metric:.4f} ({record.valid_seconds:.1f}s), best "
-                         f"{result.best_metric:.4f}@{result.best_epoch}")
-            for callback in callbacks:
-                callback(self, record)
-            if stop:
-                break
-        epochs.close()
-        if writer is not None:
-            writer.close()
-        if best_state is not None:
-            network.load_state_dict(best_state)
-        network.eval()
-        result.seconds = time.perf_counter() - start
-        return result
+    def _train_epoch(self, state: FitState, forward, data: TrainData, hooks: CallbackList) -> EpochRecord:
+        """One pass over this rank's share of ``data``, in seeded batches."""
+        cfg, ctx = self.config, self.distributed
+        state.network.train()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        batches = epoch_batches(len(data), cfg.batch_size, epoch=state.epoch, seed=cfg.seed, rank=ctx.rank,
+                                world_size=ctx.world_size, lengths=getattr(data, "lengths", None))
+        state.epoch_steps = len(batches)
+        hooks.on_epoch_start(self, state)
+        loss_sum = 0.0
+        for step, index in enumerate(batches):
+            value = self._step(state, forward(to_device(data.batch(index), self.device)), step)
+            loss_sum += value
+            hooks.on_step_end(self, state, step, value)
+        return EpochRecord(state.epoch, loss_sum / max(1, len(batches)), state.optimizer.param_groups[0]["lr"],
+                           time.perf_counter() - started, train_cpu_seconds=time.process_time() - cpu_started)
 
-    # --- pieces -------------------------------------------------------------------------------
+    def _step(self, state: FitState, loss: torch.Tensor, step: int) -> float:
+        """One optimiser step on ``loss``; stops every rank when any rank's loss is not finite."""
+        scalar = float(loss.detach())
+        if D.any_true(not math.isfinite(scalar), self.distributed, self.device):
+            raise TrainingError(self._diverged_message(scalar, state.epoch, step))
+        optimizer, scaler = state.optimizer, state.scaler
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(state.network.parameters(), self.config.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        state.scheduler.step()
+        state.result.steps += 1
+        return scalar
+
+    def _validate(self, state: FitState, record: EpochRecord, validate: Callable[[], float]) -> None:
+        """``record.metric``: rank 0 validates in eval mode without gradients; all ranks get its value."""
+        started = time.perf_counter()
+        metric = float("nan")
+        if self.distributed.is_main:
+            state.network.eval()
+            with torch.no_grad():
+                metric = float(validate())
+            state.network.train()
+        (record.metric,) = D.broadcast_floats([metric], self.distributed, self.device)
+        record.valid_seconds = time.perf_counter() - started
+
     def _precision(self):
         """(autocast context factory, GradScaler or None): mixed precision on CUDA only."""
         cfg = self.config
@@ -316,28 +239,13 @@ class Trainer:
         scaler = None if use_bf16 else torch.amp.GradScaler("cuda")
         return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
-    def _diverged_message(self, value: float, epoch: int, step: int, last_good: int, checkpoints: Path | None) -> str:
-        where = (f"the last good checkpoint (epoch {last_good}) is kept in {checkpoints / 'last.pt'}"
-                 if checkpoints is not None and (checkpoints / "last.pt").is_file()
+    def _diverged_message(self, value: float, epoch: int, step: int) -> str:
+        folder = Path(self.config.checkpoint_dir) if self.config.checkpoint_dir else None
+        where = (f"the last good checkpoint (epoch {epoch - 1}) is kept in {folder / 'last.pt'}"
+                 if folder is not None and (folder / "last.pt").is_file()
                  else "set train.checkpoint_dir to keep checkpoints")
         return (f"{self.name}: training loss became {value} at epoch {epoch}, step {step}; training stopped and "
                 f"{where}. Lower train.lr, keep train.grad_clip > 0, or turn off train.amp")
-
-    def _save(self, folder: Path, network, optimizer, scheduler, scaler, result: TrainResult, epoch: int,
-              bad_rounds: int, best_state, finished: bool) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        if best_state is not None:
-            _atomic_save({"version": CHECKPOINT_VERSION, "network": best_state, "epoch": epoch,
-                          "metric": result.best_metric}, folder / "best.pt")
-        _atomic_save({
-            "version": CHECKPOINT_VERSION, "epoch": epoch, "network": network.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(),
-            "history": [asdict(r) for r in result.history], "best_epoch": result.best_epoch,
-            "best_metric": result.best_metric, "seconds_to_best": result.seconds_to_best, "steps": result.steps,
-            "bad_rounds": bad_rounds, "elapsed": result.history[-1].elapsed, "finished": finished,
-            "stopped": result.stopped, "config": asdict(self.config),
-        }, folder / "last.pt")
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -391,48 +299,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """Read a checkpoint written by the trainer (tensors and plain values only)."""
-    try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:
-        raise TrainingError(f"cannot read checkpoint {path}: {error}; delete it or set train.resume = false") from None
-    if saved.get("version") != CHECKPOINT_VERSION:
-        raise TrainingError(f"checkpoint {path} has version {saved.get('version')}, expected {CHECKPOINT_VERSION}")
-    return saved
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _tensorboard(folder: str | None):
-    if not folder:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        warnings.warn("train.tensorboard_dir is set but the tensorboard package is not installed; "
-                      "no TensorBoard logs are written (pip install tensorboard)", stacklevel=3)
-        return None
-    return SummaryWriter(folder)
 
 
 class _thread_setting:
