@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recloop.errors import ConfigError
-from recloop.serve.explore import EpsilonGreedy, LinearBandit, LinearBanditConfig, RandomProjection
+from recloop.rank.bandits import EpsilonGreedy, LinearBandit, LinearBanditConfig, RandomProjection
 
 
 def candidates(n: int = 30):
