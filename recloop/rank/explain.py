@@ -165,15 +165,21 @@ class Explainer:
                 because = next((r for r in reasons[col] if r["type"] == "because_you_interacted"), None)
                 if because is None or because.get("item_idx") is None:
                     continue
-                pair = self.categories.rows(np.asarray([items[col], because["item_idx"]]))
-                shared = np.flatnonzero(pair[0] & pair[1])
-                if len(shared):
-                    reasons[col].append({"type": "shared_genres", "item_id": because["item_id"],
-                                         "genres": [self.categories.values[j] for j in shared]})
+                shared = self.shared_genres(int(items[col]), because["item_idx"])
+                if shared:
+                    reasons[col].append({"type": "shared_genres", "item_id": because["item_id"], "genres": shared})
         for row in reasons:
             for reason in row:
                 reason.pop("item_idx", None)
         return reasons
+
+
+    def shared_genres(self, item_idx: int, because_idx: int) -> list[str]:
+        """The category values ``item_idx`` shares with ``because_idx``, in vocabulary order."""
+        if self.categories is None:
+            return []
+        pair = self.categories.rows(np.asarray([item_idx, because_idx]))
+        return [self.categories.values[j] for j in np.flatnonzero(pair[0] & pair[1])]
 
 
 def render_reason(reason: Reason, verb: str = "watched", similar: bool = False) -> str:

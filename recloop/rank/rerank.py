@@ -24,7 +24,6 @@ same for every model whatever its score scale (similarities are cosines, in [-1,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 

@@ -76,14 +76,15 @@ class ExplainStage:
         view, catalog = query.view, query.catalog
         if not len(items) or not len(view.positives):
             return [[] for _ in items]
-        reasons = self.explainer(state, catalog).explain(items, view.positives)
+        explainer = self.explainer(state, catalog)
+        reasons = explainer.explain(items, view.positives)
         cold = [c for c, item in enumerate(items) if catalog.is_cold(int(item))]
         if cold:
-            self._content_reasons(state, catalog, view.positives, items, cold, reasons)
+            self._content_reasons(state, catalog, explainer, view.positives, items, cold, reasons)
         return [[render_reason(r, self.config.verb, similar=query.similar) for r in row] for row in reasons]
 
-    def _content_reasons(self, state: LiveState, catalog: Catalog, history: np.ndarray, items: np.ndarray,
-                         cold: list[int], reasons: list[list[dict]]) -> None:
+    def _content_reasons(self, state: LiveState, catalog: Catalog, explainer: Explainer, history: np.ndarray,
+                         items: np.ndarray, cold: list[int], reasons: list[list[dict]]) -> None:
         coldstart, n_model = state.cold, state.n_model_items
         embeddings = coldstart.catalog_embeddings()
         rows = []
@@ -108,3 +109,6 @@ class ExplainStage:
                 reasons[column].insert(0, {"type": "because_you_interacted", "item_id": catalog.id(item),
                                            "title": catalog.title(item), "weight": float(similarity[best]),
                                            "basis": "text"})
+                shared = explainer.shared_genres(int(items[column]), item)
+                if shared:
+                    reasons[column].insert(1, {"type": "shared_genres", "item_id": catalog.id(item), "genres": shared})

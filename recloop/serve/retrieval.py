@@ -85,7 +85,8 @@ class CandidateStage:
     items arrive), the popularity fallback and the content path's calibration sample.
     """
 
-    def __init__(self, model: Any, config: RetrievalConfig = RetrievalConfig()):
+    def __init__(self, model: Any, config: RetrievalConfig | None = None):
+        config = config or RetrievalConfig()
         if not getattr(model, "is_fitted", False):
             raise NotFittedError(f"{type(model).__name__} is not fitted; call fit() or Recommender.load() "
                                  "before serving it")

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from recloop.errors import RecloopError, UnknownIdError
-from recloop.serve.catalog import FilterError
+from recloop.serve.catalog import Catalog, FilterError
 from recloop.serve.coldstart import TextEmbedder, default_text_embedder
-from recloop.serve.catalog import Catalog
 from recloop.serve.events import EVENT_TYPES, Event
 from recloop.serve.explain import ExplainStage
 from recloop.serve.explore import ExploreStage
