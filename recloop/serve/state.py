@@ -66,7 +66,7 @@ class LiveState:
     """A loaded artifact plus the live log; see the module docstring."""
 
     def __init__(self, artifact: Artifact, policy: EventPolicy, embedder_factory: Callable[[], TextEmbedder],
-                 generation: int = 0, retrieval: RetrievalConfig = RetrievalConfig()):
+                 generation: int = 0, retrieval: RetrievalConfig | None = None):
         self.artifact = artifact
         self.model = artifact.model
         self.policy = policy
@@ -87,7 +87,7 @@ class LiveState:
     @classmethod
     def load(cls, path: str | Path, store: EventStore, policy: EventPolicy,
              embedder_factory: Callable[[], TextEmbedder], generation: int = 0,
-             retrieval: RetrievalConfig = RetrievalConfig(),
+             retrieval: RetrievalConfig | None = None,
              listeners: Iterable[Callable[[LiveState, list[StoredEvent]], None]] = ()) -> LiveState:
         """Load an artifact and bring it up to date with the store (``listeners`` see
         the replayed events too)."""
