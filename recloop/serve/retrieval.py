@@ -204,7 +204,6 @@ class CandidateStage:
                 cold_idx, cold_scores = top_items(cold_scores, n, blocked[r] - placed,
                                                   None if allowed is None else allowed[placed:])
                 items = np.concatenate([items, cold_idx + placed])
-                scores = np.concatenate([scores, cold_scores])
-                order = np.argsort(-scores, kind="stable")[:n]
-                items, scores = items[order], scores[order]
+                order, scores = top_items(np.concatenate([scores, cold_scores]), n, np.zeros(0, np.int64))
+                items = items[order]
             out[r] = (items, scores, "model")
