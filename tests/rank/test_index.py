@@ -175,3 +175,17 @@ def test_concurrent_adds_and_searches(catalog):
     for thread in threads:
         thread.join()
     assert not errors and len(index) == 2100 and index._index.ntotal == 2100
+
+
+def test_the_algorithms_import_no_service_web_or_live_state():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, recloop.rank.index, recloop.rank.rerank, recloop.rank.bandits, recloop.rank.explain; "
+            "print(sorted(m for m in sys.modules if m.startswith(('recloop.serve', 'fastapi', 'starlette'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.stdout.strip() == "[]"
