@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -439,7 +440,7 @@ class RecommendationService:
         if self._owns_store:
             self.store.close()
 
-    def __enter__(self) -> RecommendationService:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -497,7 +498,7 @@ class RecommendBatcher:
         self.requests += len(batch)
         try:
             results = self.service.recommend_batch([prepared for prepared, _ in batch])
-        except Exception as error:  # every caller of the batch hears it
+        except Exception as error:  # noqa: BLE001 - not swallowed: every caller of the batch hears it
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)

@@ -387,10 +387,10 @@ def test_batched_scoring_equals_one_at_a_time(make_service, synthetic_artifact, 
     service = make_service(path)
     service.record_events([Event("u1", "i3", "click"), Event("guest", "i4", "click")])
     service.add_item("cold", "space galaxy rocket", {"genre": [service.features()["genre"][0]]})
-    asks = [dict(user_id="u1", k=5), dict(user_id="guest", k=7, explain=True), dict(items=["i2", "i9"], k=4),
-            dict(items=[], k=3), dict(user_id="u2", k=6, exclude=["i1"]),
-            dict(user_id="u3", k=5, filters={"genre": [service.features()["genre"][1]]}),
-            dict(user_id="u4", k=5, diversity=0.5)]
+    asks = [{"user_id": "u1", "k": 5}, {"user_id": "guest", "k": 7, "explain": True}, {"items": ["i2", "i9"], "k": 4},
+            {"items": [], "k": 3}, {"user_id": "u2", "k": 6, "exclude": ["i1"]},
+            {"user_id": "u3", "k": 5, "filters": {"genre": [service.features()["genre"][1]]}},
+            {"user_id": "u4", "k": 5, "diversity": 0.5}]
     alone = [service.recommend(**ask) for ask in asks]
     batched = service.recommend_batch([service.prepare(**ask) for ask in asks])
     for ask, a, b in zip(asks, alone, batched):
