@@ -1,8 +1,8 @@
 """Exploration over the candidates: show some items the model is unsure of, learn from clicks.
 
-Two explorers, both stages with the re-ranking contract (``(item_idx, scores)`` in,
-best first, re-ordered ``(item_idx, scores)`` out; see :mod:`recloop.rank.rerank`) and an
-:meth:`explore` method that also says which shown items were exploration:
+Two explorers, each with one :meth:`explore` method: candidates ``(item_idx, scores)`` in,
+best first; an :class:`Exploration` out, the re-ordered candidates and which shown items
+are there by exploration:
 
 * :class:`EpsilonGreedy`: each of the top ``k`` slots is, with probability ``epsilon``,
   given to a uniformly drawn candidate from below the top ``k``. Learns nothing; the model
@@ -71,10 +71,6 @@ class EpsilonGreedy:
 
     def __repr__(self) -> str:
         return f"EpsilonGreedy(epsilon={self.epsilon}, k={self.k})"
-
-    def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self.explore(item_idx, scores)
-        return out.item_idx, out.scores
 
     def explore(self, item_idx: np.ndarray, scores: np.ndarray) -> Exploration:
         item_idx, scores = as_candidates(item_idx, scores)
@@ -282,15 +278,6 @@ class LinearBandit:
         explored = np.zeros(n, dtype=bool)
         explored[:k] = order[:k] >= k
         return Exploration(item_idx[order], scores[order], explored)
-
-    def __call__(self, item_idx: np.ndarray, scores: np.ndarray,
-                 context: np.ndarray | Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Stage form of :meth:`explore`; without a context, a constant ``[1, 0, ...]``
-        (a per-item click-rate bandit)."""
-        if context is None:
-            context = np.eye(1, self.config.dim)[0]
-        out = self.explore(item_idx, scores, context)
-        return out.item_idx, out.scores
 
     # --- persistence -------------------------------------------------------------------------
     def get_state(self) -> dict[str, np.ndarray]:
