@@ -32,17 +32,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recloop.serve.explore import EpsilonGreedy, LinearBandit
-from recloop.serve.rerank import (
-    MMR,
-    CategoryCap,
-    CategoryFilter,
-    CategorySimilarity,
-    ItemCategories,
-    VectorSimilarity,
-    chain,
-)
-from recloop.serve.retrieval import ExactIndex, FaissIndex, RetrievalConfig, recall_at_k
+from recloop.rank.bandits import EpsilonGreedy, LinearBandit
+from recloop.rank.index import ExactIndex, FaissIndex, RetrievalConfig, recall_at_k
+from recloop.rank.rerank import MMR, CategoryCap, CategorySimilarity, ItemCategories, VectorSimilarity, chain
 
 
 def rss_mb() -> float:
@@ -220,6 +212,11 @@ def run(config: dict, log=print, cache: Path | None = None) -> dict:
     return results
 
 
+def shown(out) -> tuple[np.ndarray, np.ndarray]:
+    """An explorer's answer in the re-ranking stage form."""
+    return out.item_idx, out.scores
+
+
 def rerank_latency(r: dict, vectors: np.ndarray, rng: np.random.Generator) -> dict:
     """Latency of each stage on ``n_candidates`` candidates (one request)."""
     n, k, repeats = r["n_candidates"], r["k"], r["repeats"]
@@ -233,17 +230,17 @@ def rerank_latency(r: dict, vectors: np.ndarray, rng: np.random.Generator) -> di
     bandit = LinearBandit(dim=8, k=k)
     bandit.update(items[:100], rng.normal(size=(100, 8)), rng.integers(0, 2, 100))
     context = rng.normal(size=8)
+    greedy = EpsilonGreedy(0.1, k)
     stages = {
         "MMR, item vectors (lambda 0.7, k 10)": MMR(VectorSimilarity(vectors), 0.7, k),
         "MMR, genre vectors (lambda 0.7, k 10)": MMR(CategorySimilarity(genres), 0.7, k),
         "MMR, item vectors, all 200 positions": MMR(VectorSimilarity(vectors), 0.7, None),
         "category cap (2 per genre in top 10)": CategoryCap(genres, 2, k),
-        "genre filter (exclude 2 genres)": CategoryFilter(genres, exclude=genre_names[:2]),
-        "epsilon-greedy (0.1)": EpsilonGreedy(0.1, k),
+        "epsilon-greedy (0.1)": lambda i, s: shown(greedy.explore(i, s)),
         "LinUCB (d 8)": lambda i, s: bandit.explore(i, s, context),
-        "filter + MMR + cap + LinUCB": chain(CategoryFilter(genres, exclude=genre_names[:2]),
-                                             MMR(VectorSimilarity(vectors), 0.7, k), CategoryCap(genres, 2, k),
-                                             lambda i, s: bandit(i, s, context)),
+        # Filters are the candidate stage's allowed mask now, not a re-ranking step.
+        "MMR + cap + LinUCB": chain(MMR(VectorSimilarity(vectors), 0.7, k), CategoryCap(genres, 2, k),
+                                    lambda i, s: shown(bandit.explore(i, s, context))),
     }
     return {name: stage_latency(stage, items, scores, repeats) for name, stage in stages.items()}
 

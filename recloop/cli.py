@@ -78,39 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("serve", help="serve an artifact over HTTP: recommendations, events, new items, a web page")
-    p.add_argument("artifact", help="artifact directory (from train, compare --output or retrain)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model)")
-    p.add_argument("--db", default="recloop-events.db",
-                   help="event store: a SQLite file (default ./recloop-events.db) or postgresql://USER@HOST:PORT/DB")
+    p = sub.add_parser("serve", help="serve an artifact over HTTP: recommendations, events, new items, a web page",
+                       description="Serve an artifact. Every setting below can come from a TOML file (--config, "
+                                   "see configs/serve.toml) and from --set KEY=VALUE overrides; the few flags here "
+                                   "override both files and defaults.",
+                       epilog=_serve_settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifact", nargs="?", default=None,
+                   help="artifact directory to serve (from train, compare --output or retrain); "
+                        "default: the config's artifact")
+    p.add_argument("--config", default=None, metavar="TOML", help="serve settings file (e.g. configs/serve.toml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set retrieval.index=hnsw --set limits.max_k=50 (repeatable)")
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes, each loads the model (default 1)")
+    p.add_argument("--db", default=None,
+                   help="event store: a SQLite file or postgresql://USER@HOST:PORT/DB (default ./recloop-events.db)")
     p.add_argument("--api-key", default=os.environ.get("RECLOOP_API_KEY"),
                    help="require this key (X-API-Key header) on write and admin endpoints "
-                        "(default: $RECLOOP_API_KEY; none: open)")
-    p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
-                   help="check the artifact directory this often and reload when it is replaced (0: off)")
-    p.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full",
-                   help="full: fsync every group commit (survives power loss); normal: survives a killed process")
-    p.add_argument("--max-k", type=int, default=100, help="largest k (and search limit) a request may ask")
-    p.add_argument("--max-list", type=int, default=500, help="longest items/exclude/filter list in a request")
-    p.add_argument("--max-batch", type=int, default=1000, help="most events in one POST /events")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger request bodies get 413")
-    p.add_argument("--candidates", type=int, default=100, help="candidates retrieved before re-ranking")
-    p.add_argument("--index", default="auto", choices=("auto", "exact", "hnsw", "ivf", "ivfpq"),
-                   help="retrieval index for models with item vectors (auto: exact up to 100k items)")
-    p.add_argument("--diversity", type=float, default=0.0, help="default MMR diversity in [0, 1] (requests may override)")
-    p.add_argument("--max-per-category", type=int, default=0, help="cap of items per genre in a list (0: none)")
-    p.add_argument("--explore", default="none", choices=("none", "epsilon", "ucb", "thompson"),
-                   help="exploration over the candidates, learning from logged clicks")
-    p.add_argument("--epsilon", type=float, default=0.1, help="slot probability of --explore epsilon")
-    p.add_argument("--reason-verb", default="watched", help='reasons read "Because you VERB X"')
-    p.add_argument("--text-model", default=None, help="sentence-transformers model for new items' text "
-                                                      "(default: all-MiniLM-L6-v2, shipped offline)")
-    p.add_argument("--torch-threads", type=int, default=1, help="PyTorch threads per worker")
+                        "(default: $RECLOOP_API_KEY, which keeps it out of the process list; none: open)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
-    policy_options(p)
 
     p = sub.add_parser("retrain", help="fold the event log into an artifact's training data and refit it")
     p.add_argument("artifact", help="the artifact the service runs")
@@ -376,39 +364,63 @@ def cmd_recommend(args) -> int:
 
 
 
+def _serve_settings_help() -> str:
+    """Every serve setting with its default, read from the settings dataclasses (so the
+    help cannot drift from the code)."""
+    import dataclasses
+
+    from recloop.serve.settings import ServeSettings
+
+    lines = ["settings (TOML keys / --set KEY=VALUE) and their defaults:"]
+
+    def walk(cls, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{prefix}{f.name}.")
+            elif f.name == "artifact":
+                lines.append("  artifact = (required: the positional argument or the config's)")
+            elif f.name != "api_key":  # a secret: flag or $RECLOOP_API_KEY only
+                lines.append(f"  {prefix}{f.name} = {json.dumps(default)}")
+
+    walk(ServeSettings, "")
+    from recloop.rank.index import RetrievalConfig
+
+    lines.append(f"retrieval.index \"auto\": exact search up to retrieval.exact_max_items "
+                 f"({RetrievalConfig().exact_max_items:,}) items, faiss (retrieval.ann) above.")
+    return "\n".join(lines)
+
+
 @command("serve")
 def cmd_serve(args) -> int:
+    import logging
     import tempfile
 
     from recloop.artifact import load_artifact
-    from recloop.serve.pipeline import PipelineConfig
-    from recloop.serve.retrieval import RetrievalConfig
-    from recloop.serve.settings import ENV_VAR, Limits, ServeSettings
-    from recloop.serve.stages import ExplainConfig, ExploreConfig, RerankConfig
+    from recloop.serve.settings import ENV_VAR, exposure_warning, load_serve_settings
 
     try:
         import uvicorn
     except ImportError:
         raise RecloopError("serving needs the serve extra: pip install 'recloop[serve]'") from None
-    artifact = Path(args.artifact).resolve()
+    settings = load_serve_settings(args.config, args.set,
+                                   artifact=str(Path(args.artifact).resolve()) if args.artifact else None,
+                                   host=args.host, port=args.port, workers=args.workers, db=args.db,
+                                   api_key=args.api_key or None)
+    artifact = Path(settings.artifact).resolve()
     load_artifact(artifact)  # fail here, with the artifact's own error, not in every worker
-    settings = ServeSettings(
-        artifact=str(artifact), db=args.db, api_key=args.api_key or None, host=args.host, port=args.port,
-        workers=args.workers, sqlite_synchronous=args.sqlite_synchronous, watch=args.watch,
-        text_model=args.text_model, torch_threads=args.torch_threads,
-        limits=Limits(max_k=args.max_k, max_list=args.max_list, max_batch=args.max_batch,
-                      max_body_bytes=args.max_body_bytes),
-        policy=_policy(args), pipeline=PipelineConfig(candidates=args.candidates),
-        retrieval=RetrievalConfig(index=args.index),
-        rerank=RerankConfig(diversity=args.diversity, max_per_category=args.max_per_category),
-        explore=ExploreConfig(method=args.explore, epsilon=args.epsilon), explain=ExplainConfig(verb=args.reason_verb))
+    warning = exposure_warning(settings)
+    if warning:
+        logging.getLogger("recloop.serve").warning(warning)
+        print(f"warning: {warning}", file=sys.stderr)
     os.environ[ENV_VAR] = settings.to_json()  # read by each worker's app factory
-    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recloop-metrics-")
-    print(f"serving {artifact} on http://{args.host}:{args.port} ({args.workers} worker(s), events in {args.db}"
-          f"{', API key required for writes' if settings.api_key else ''})", file=sys.stderr)
-    uvicorn.run("recloop.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level, access_log=args.access_log,
+    print(f"serving {artifact} on http://{settings.host}:{settings.port} ({settings.workers} worker(s), events in "
+          f"{settings.db}{', API key required for writes' if settings.api_key else ''})", file=sys.stderr)
+    uvicorn.run("recloop.serve.app:app_from_env", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=args.log_level, access_log=args.access_log,
                 timeout_graceful_shutdown=10)
     return 0
 

@@ -9,7 +9,7 @@ genres in explanations), and a title search.
 
 from __future__ import annotations
 
-import threading
+import copy
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -25,7 +25,14 @@ class FilterError(ValueError):
 
 
 class Catalog:
-    """Model items plus cold items; thread-safe for one writer and many readers."""
+    """Model items plus cold items: an immutable snapshot.
+
+    Adding an item makes a new catalog (:meth:`with_item`, copying only the short cold
+    lists; the model's part is shared), which the live state swaps in with one reference
+    assignment. A request reads that reference once and answers from that snapshot
+    throughout: its filter mask, scores and ids all have the same length, whatever is
+    added meanwhile.
+    """
 
     def __init__(self, items: IdMap, features: Features | None = None):
         self.model_items = items
@@ -33,11 +40,10 @@ class Catalog:
         if features is not None and features.ids != items:
             features = features.aligned_to(items)
         self._features = features
-        self._cold_ids: list[str] = []
+        self._cold_ids: tuple[str, ...] = ()
         self._cold_index: dict[str, int] = {}
-        self._cold_titles: list[str] = []
-        self._cold_labels: dict[str, list[list[str]]] = {}
-        self._lock = threading.Lock()
+        self._cold_titles: tuple[str, ...] = ()
+        self._cold_labels: dict[str, tuple[tuple[str, ...], ...]] = {}
         titles = None
         if features is not None and "title" in features.text:
             titles = [str(t) for t in features.text["title"]]
@@ -106,7 +112,7 @@ class Catalog:
             return []
         if index < self.n_model:
             return self._categorical[name].labels(index)
-        return self._cold_labels[name][index - self.n_model]
+        return list(self._cold_labels[name][index - self.n_model])
 
     def model_texts(self) -> list[str] | None:
         """One line of text per model item for the text encoder, or ``None`` without text."""
@@ -133,18 +139,19 @@ class Catalog:
             parts.append(text.strip())
         return ". ".join(parts)
 
-    def add(self, item_id: str, title: str | None, labels: Mapping[str, Sequence[str]]) -> int:
-        """Append a cold item; returns its catalog index. Unknown feature values are an error."""
+    def with_item(self, item_id: str, title: str | None, labels: Mapping[str, Sequence[str]]) -> Catalog:
+        """A new catalog with a cold item appended (this one is left as it is); unknown
+        feature values are an error. The item's catalog index is ``len(self)``."""
         self.check_labels(labels)
-        with self._lock:
-            if item_id in self:
-                raise ValueError(f"item id {item_id!r} is already in the catalog")
-            for name in self._categorical:
-                self._cold_labels.setdefault(name, [[] for _ in self._cold_ids]).append(list(labels.get(name, [])))
-            self._cold_titles.append(title or "")
-            self._cold_index[item_id] = len(self._cold_ids)
-            self._cold_ids.append(item_id)  # last: readers see the item only once it is complete
-            return self.n_model + len(self._cold_ids) - 1
+        if item_id in self:
+            raise ValueError(f"item id {item_id!r} is already in the catalog")
+        new = copy.copy(self)
+        new._cold_labels = {name: self._cold_labels.get(name, ((),) * self.n_cold) + (tuple(labels.get(name, [])),)
+                            for name in self._categorical}
+        new._cold_titles = self._cold_titles + (title or "",)
+        new._cold_index = {**self._cold_index, item_id: self.n_cold}
+        new._cold_ids = self._cold_ids + (item_id,)
+        return new
 
     def check_labels(self, labels: Mapping[str, Sequence[str]]) -> None:
         for name, values in labels.items():

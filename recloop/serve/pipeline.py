@@ -1,28 +1,32 @@
 """The recommendation pipeline: candidates -> re-ranking -> exploration -> explanations.
 
-Each stage is a small object with one method, so a deployment can swap or drop one:
+Each stage is one module holding its config, its code and its state, so a deployment
+can swap or drop one:
 
-1. **candidates** (:meth:`LiveState.candidates`): the model scores the catalog (exact,
-   or an ANN index for vector models, see :mod:`recloop.serve.retrieval`), cold items
-   are scored from their text (:mod:`recloop.serve.coldstart`), known and excluded
-   items and items outside the filters are left out; the best ``candidates`` remain.
-2. **re-ranking** (:class:`Reranker`): from the candidates to the ``k`` shown, e.g.
-   MMR diversity and a cap of exposure per category.
-3. **exploration** (:class:`Explorer`): may swap some of the ``k`` for candidates it
-   wants to learn about; learns from the events the service applies.
-4. **explanations** (:class:`Explainer`): reasons for each item shown, when asked.
+1. **candidates** (:mod:`recloop.serve.retrieval`): the model scores the catalog (exact,
+   or an index for vector models), cold items are scored from their text
+   (:mod:`recloop.serve.coldstart`), known and excluded items and items outside the
+   filters are left out; the best ``candidates`` remain.
+2. **re-ranking** (:mod:`recloop.serve.rerank`): from the candidates to the ``k``
+   shown, e.g. MMR diversity and a cap of exposure per category.
+3. **exploration** (:mod:`recloop.serve.explore`): may swap some of the ``k`` for
+   candidates it wants to learn about; learns from the events the service applies.
+4. **explanations** (:mod:`recloop.serve.explain`): reasons for each item shown, when asked.
 
-Without a re-ranker or an explorer the top ``k`` candidates are the answer.
+Without a re-ranker or an explorer the top ``k`` candidates are the answer. A query
+carries the catalog snapshot it was resolved against; every stage answers from it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from recloop.serve.state import LiveState, UserView
+if TYPE_CHECKING:
+    from recloop.serve.catalog import Catalog
+    from recloop.serve.state import LiveState, UserView
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,14 @@ class Query:
     """One recommendation request, ids already resolved to catalog indices."""
 
     view: UserView
+    catalog: Catalog  # the snapshot every index of this query refers to
     k: int
     exclude: np.ndarray  # catalog indices
-    allowed: np.ndarray | None = None  # boolean mask over the catalog (filters)
+    allowed: np.ndarray | None = None  # boolean mask over ``catalog`` (filters)
     diversity: float | None = None  # None: the re-ranker's default
     explain: bool = False
     explore: bool = True
+    similar: bool = False  # items related to one item (no user): reasons say "Similar to"
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,8 @@ class Ranked:
     item_idx: np.ndarray
     scores: np.ndarray
     reasons: list[list[str]] | None
-    source: str  # model, content or popularity (see LiveState.candidates)
+    source: str  # model, content or popularity (see CandidateStage.candidates)
+    catalog: Catalog  # the query's snapshot: ids and titles of ``item_idx``
     explored: np.ndarray | None = None  # bool per item: placed by the explorer
 
 
@@ -97,8 +104,9 @@ class Pipeline:
         """Several queries: candidates for all in one model call, then each its own way."""
         needs_pool = any(self._needs_pool(q) for q in queries)
         n = max([self.config.candidates] + [q.k for q in queries]) if needs_pool else max(q.k for q in queries)
-        found = state.candidates_batch([q.view for q in queries], n, [q.exclude for q in queries],
-                                       [q.allowed for q in queries])
+        found = state.retrieval.candidates([q.view for q in queries], n, [q.exclude for q in queries],
+                                           [q.allowed for q in queries], [len(q.catalog) for q in queries],
+                                           state.cold)
         return [self._finish(state, query, *candidates) for query, candidates in zip(queries, found)]
 
     def _needs_pool(self, query: Query) -> bool:
@@ -121,4 +129,4 @@ class Pipeline:
         reasons = None
         if query.explain and self.explainer is not None:
             reasons = self.explainer.explain(state, query, items)
-        return Ranked(items, scores, reasons, source, explored)
+        return Ranked(items, scores, reasons, source, query.catalog, explored)

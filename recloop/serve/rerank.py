@@ -1,306 +1,189 @@
-"""Re-ranking stages: business filters, MMR diversity and a cap of exposure per category.
+"""The re-ranking stage: from the candidates to the ``k`` shown, with MMR diversity and a
+cap of exposure per category (the algorithms are :mod:`recloop.rank.rerank`).
 
-Every stage has one contract: it is called with one user's candidates, ``item_idx``
-``(n,)`` and their ``scores`` ``(n,)`` best first, and returns ``(item_idx, scores)``
-re-ordered or filtered, each score still the one it came in with (the model's score).
-Slots of ``-1`` (padding from retrieval) are dropped by every stage. Stages compose with
-:func:`chain`::
-
-    genres = ItemCategories.from_features(item_features, "genre")
-    stages = chain(ItemFilter(blocked=[12, 40]),
-                   CategoryFilter(genres, include=["Comedy"]),
-                   MMR(VectorSimilarity(retriever.item_vectors), lambda_=0.7, k=10),
-                   CategoryCap(genres, max_per_value=3, k=10))
-    items, scores = stages(candidate_items, candidate_scores)
-
-MMR is Carbonell & Goldstein, "The Use of MMR, Diversity-Based Reranking for Reordering
-Documents and Producing Summaries", SIGIR 1998: pick next the candidate maximising
-``lambda * rel(i) - (1 - lambda) * max_{j picked} sim(i, j)``. Departure: ``rel`` is the
-model score min-max scaled to [0, 1] over the candidates, so that ``lambda`` means the
-same for every model whatever its score scale (similarities are cosines, in [-1, 1]).
+This module wires them to a live state: what "alike" means (the model's item vectors,
+the catalog's categories including items added while serving, or co-occurrence in the
+training log) and the request's diversity. Its caches are its own, per live state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import threading
+import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+import scipy.sparse as sp
 
-from recloop.data.features import Features
-from recloop.errors import ConfigError, UnknownIdError, closest
+from recloop.errors import ConfigError
+from recloop.rank.rerank import MMR, CategoryCap, CategorySimilarity, ItemCategories, VectorSimilarity, chain
 
-Stage = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+if TYPE_CHECKING:
+    from recloop.serve.catalog import Catalog
+    from recloop.serve.pipeline import Query
+    from recloop.serve.state import LiveState
 
-
-def as_candidates(item_idx: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Validated 1-d copies without the ``-1`` padding slots."""
-    item_idx = np.asarray(item_idx, dtype=np.int64).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    if len(item_idx) != len(scores):
-        raise ValueError(f"{len(item_idx)} candidate items but {len(scores)} scores")
-    keep = item_idx >= 0
-    return (item_idx, scores) if keep.all() else (item_idx[keep], scores[keep])
+SIMILARITIES = ("auto", "vectors", "categories", "cooccurrence")
 
 
-def chain(*stages: Stage) -> Stage:
-    """One stage running ``stages`` in order."""
+@dataclass(frozen=True)
+class RerankConfig:
+    """Re-ranking of the candidates.
 
-    def run(item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = as_candidates(item_idx, scores)
-        for stage in stages:
-            item_idx, scores = stage(item_idx, scores)
-        return item_idx, scores
-
-    return run
-
-
-# --- categories of items ------------------------------------------------------------------------
-class ItemCategories:
-    """One categorical feature of the items (e.g. genre) as a dense boolean matrix.
-
-    ``matrix[i, v]`` is true when item ``i`` has value ``values[v]``; items beyond the
-    matrix (added after it was built) have no value. Memory: ``n_items * n_values``
-    bytes. Rebuild it from the features after items are added with ``Features.append``.
+    ``diversity``: the default when a request gives none; 0 keeps the model's order, 1
+    is the most diverse list MMR makes (MMR's lambda is ``1 - diversity``).
+    ``similarity``: what "alike" means for diversity: ``vectors`` (the model's item
+    vectors), ``categories`` (cosine of ``category`` multi-hot rows, e.g. genres),
+    ``cooccurrence`` (cosine of the items' user columns in the training log), or
+    ``auto``: vectors when the model has them, else categories when the catalog has
+    ``category``, else co-occurrence.
+    ``category``: the categorical item feature used by ``categories`` and the cap.
+    ``max_per_category``: at most this many items of one ``category`` value in a
+    list (0: no cap).
     """
 
-    def __init__(self, name: str, values: Sequence[str], matrix: np.ndarray):
-        self.name = name
-        self.values = tuple(values)
-        self.matrix = np.ascontiguousarray(matrix, dtype=bool)
-        if self.matrix.ndim != 2 or self.matrix.shape[1] != len(self.values):
-            raise ValueError(f"category matrix of shape {self.matrix.shape} does not fit {len(self.values)} values")
-        self._position = {v: j for j, v in enumerate(self.values)}
-        folded: dict[str, list[int]] = {}
-        for j, v in enumerate(self.values):
-            folded.setdefault(v.casefold(), []).append(j)
-        # "comedy" finds "Comedy" when that is the only case-insensitive match.
-        self._folded = {v: js[0] for v, js in folded.items() if len(js) == 1}
+    diversity: float = 0.0
+    similarity: str = "auto"
+    category: str = "genre"
+    max_per_category: int = 0
 
-    @classmethod
-    def from_features(cls, features: Features, name: str) -> ItemCategories:
-        if name not in features.categorical:
-            raise ConfigError(f"no categorical item feature {name!r}{closest(name, features.categorical)}; "
-                              f"categorical features are {sorted(features.categorical)}")
-        feature = features.categorical[name]
-        return cls(name, feature.values, feature.matrix.toarray() > 0)
-
-    def __repr__(self) -> str:
-        return f"ItemCategories({self.name!r}, n_items={len(self.matrix)}, values={len(self.values)})"
-
-    def rows(self, item_idx: np.ndarray) -> np.ndarray:
-        """``(len(item_idx), n_values)`` booleans; unknown (new) items have none."""
-        item_idx = np.asarray(item_idx, dtype=np.int64)
-        inside = (item_idx >= 0) & (item_idx < len(self.matrix))
-        if inside.all():
-            return self.matrix[item_idx]
-        out = np.zeros((len(item_idx), len(self.values)), dtype=bool)
-        out[inside] = self.matrix[item_idx[inside]]
-        return out
-
-    def labels(self, item_idx: int) -> list[str]:
-        """The values of one item, in vocabulary order."""
-        return [self.values[j] for j in np.flatnonzero(self.rows(np.array([item_idx]))[0])]
-
-    def value_mask(self, values: Iterable[str]) -> np.ndarray:
-        """``(n_values,)`` booleans for ``values`` (matched exactly, else ignoring case); an
-        unknown value is an error naming the closest valid one."""
-        mask = np.zeros(len(self.values), dtype=bool)
-        for value in values:
-            position = self._position.get(value, self._folded.get(str(value).casefold()))
-            if position is None:
-                raise UnknownIdError(f"unknown {self.name} {value!r}{closest(value, self.values)}; "
-                                     f"{self.name} values are {list(self.values)[:30]}")
-            mask[position] = True
-        return mask
-
-    def items_with_any(self, values: Iterable[str]) -> np.ndarray:
-        """Item indices having at least one of ``values`` (e.g. a retrieval ``allowed`` set)."""
-        return np.flatnonzero(self.matrix[:, self.value_mask(values)].any(axis=1))
+    def __post_init__(self):
+        if not 0.0 <= self.diversity <= 1.0:
+            raise ConfigError(f"RerankConfig.diversity must be in [0, 1], got {self.diversity}")
+        if self.similarity not in SIMILARITIES:
+            raise ConfigError(f"RerankConfig.similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
+        if self.max_per_category < 0:
+            raise ConfigError(f"RerankConfig.max_per_category must be >= 0, got {self.max_per_category}")
 
 
-# --- filters -------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class ItemFilter:
-    """Keep only ``allowed`` items (when given) and drop ``blocked`` ones."""
-
-    allowed: Sequence[int] | np.ndarray | None = None
-    blocked: Sequence[int] | np.ndarray | None = None
-
-    def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = as_candidates(item_idx, scores)
-        keep = np.ones(len(item_idx), dtype=bool)
-        if self.allowed is not None:
-            keep &= np.isin(item_idx, np.asarray(self.allowed, dtype=np.int64))
-        if self.blocked is not None:
-            keep &= ~np.isin(item_idx, np.asarray(self.blocked, dtype=np.int64))
-        return item_idx[keep], scores[keep]
-
-
-class CategoryFilter:
-    """Keep items having at least one ``include`` value (when any is given) and none of
-    the ``exclude`` values, e.g. ``CategoryFilter(genres, include=["Comedy", "Drama"])``.
-    Unknown values fail at construction, naming the closest valid one."""
-
-    def __init__(self, categories: ItemCategories, include: Iterable[str] = (), exclude: Iterable[str] = ()):
-        self.categories = categories
-        self.include = tuple(include)
-        self.exclude = tuple(exclude)
-        self._include = categories.value_mask(self.include)
-        self._exclude = categories.value_mask(self.exclude)
-
-    def __repr__(self) -> str:
-        return f"CategoryFilter({self.categories.name!r}, include={self.include}, exclude={self.exclude})"
-
-    def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = as_candidates(item_idx, scores)
-        rows = self.categories.rows(item_idx)
-        keep = ~rows[:, self._exclude].any(axis=1)
-        if self.include:
-            keep &= rows[:, self._include].any(axis=1)
-        return item_idx[keep], scores[keep]
-
-    def allowed_items(self) -> np.ndarray | None:
-        """The catalog items passing this filter, for retrieval's ``allowed`` (so that
-        enough candidates survive a narrow filter); ``None`` when it only excludes."""
-        if not self.include:
-            return None
-        rows = self.categories.matrix
-        return np.flatnonzero(rows[:, self._include].any(axis=1) & ~rows[:, self._exclude].any(axis=1))
+def catalog_categories(state: LiveState, catalog: Catalog, name: str) -> ItemCategories | None:
+    """``name`` as :class:`ItemCategories` over ``catalog`` (cold items included);
+    ``None`` if there is no such feature."""
+    if name not in catalog.feature_names:
+        return None
+    n = len(catalog)
+    base = ItemCategories.from_features(state.model.item_features_.aligned_to(state.model.items_), name)
+    if n > catalog.n_model:
+        position = {v: j for j, v in enumerate(base.values)}
+        extra = np.zeros((n - catalog.n_model, len(base.values)), dtype=bool)
+        for row, index in enumerate(range(catalog.n_model, n)):
+            for label in catalog.labels(name, index):
+                extra[row, position[label]] = True
+        base = ItemCategories(name, base.values, np.vstack([base.matrix, extra]))
+    return base
 
 
-# --- diversity -----------------------------------------------------------------------------------
-class VectorSimilarity:
-    """Cosine similarity of item vectors (any array indexable by item_idx, e.g.
-    ``retriever.item_vectors``, which includes items added at runtime)."""
+class CategoryCache:
+    """:func:`catalog_categories` per live state, rebuilt when a query's catalog
+    snapshot has items the cached one lacks (a larger one serves older snapshots too)."""
 
-    def __init__(self, vectors: np.ndarray | torch.Tensor):
-        if isinstance(vectors, torch.Tensor):
-            vectors = vectors.detach().to("cpu", torch.float32).numpy()
-        self.vectors = vectors
+    def __init__(self):
+        self._by_state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, state: LiveState, catalog: Catalog, name: str) -> ItemCategories | None:
+        with self._lock:
+            cached = self._by_state.setdefault(state, {}).get(name)
+        if cached is not None and len(cached.matrix) >= len(catalog):
+            return cached
+        built = catalog_categories(state, catalog, name)
+        with self._lock:
+            entries = self._by_state.setdefault(state, {})
+            current = entries.get(name)
+            if built is not None and (current is None or len(current.matrix) < len(built.matrix)):
+                entries[name] = built
+        return built
+
+
+class CooccurrenceSimilarity:
+    """Cosine of items' columns in the training user-item matrix ("bought by the same
+    people"); items without interactions (cold items) are similar to nothing."""
+
+    def __init__(self, state: LiveState):
+        matrix = state.model.history_.to_csr().tocsc()
+        self.matrix = matrix
+        self.norms = np.sqrt(np.asarray(matrix.power(2).sum(axis=0)).ravel()).astype(np.float32)
+        self.n_model = matrix.shape[1]
 
     def __call__(self, item_idx: np.ndarray) -> np.ndarray:
-        rows = torch.from_numpy(np.ascontiguousarray(self.vectors[item_idx], dtype=np.float32))
-        rows = torch.nn.functional.normalize(rows, dim=1)
-        return (rows @ rows.T).numpy()
+        inside = item_idx < self.n_model
+        columns = np.where(inside, item_idx, 0)
+        block = self.matrix[:, columns]
+        block = block @ sp.diags(inside.astype(np.float32))
+        gram = np.asarray((block.T @ block).todense(), dtype=np.float32)
+        norms = np.where(inside, self.norms[columns], 0.0)
+        denominator = np.outer(norms, norms)
+        return np.divide(gram, denominator, out=np.zeros_like(gram), where=denominator > 0)
 
 
-class CategorySimilarity:
-    """Cosine similarity of category multi-hot vectors (genre vectors): 1 for the same
-    genres, 0 for disjoint ones or an item without any."""
+class RerankStage:
+    """MMR diversity, then the per-category exposure cap (see :class:`RerankConfig`)."""
 
-    def __init__(self, categories: ItemCategories):
-        self.categories = categories
+    def __init__(self, config: RerankConfig = RerankConfig()):
+        self.config = config
+        self._lock = threading.Lock()
+        self._categories = CategoryCache()
+        self._cooccurrence: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # state -> similarity
 
-    def __call__(self, item_idx: np.ndarray) -> np.ndarray:
-        rows = torch.from_numpy(self.categories.rows(item_idx).astype(np.float32))
-        rows = torch.nn.functional.normalize(rows, dim=1)
-        return (rows @ rows.T).numpy()
-
-
-class MMR:
-    """Maximal marginal relevance re-ranking (see the module docstring).
-
-    ``similarity``: a callable giving the ``(n, n)`` similarity of candidate items
-    (:class:`VectorSimilarity`, :class:`CategorySimilarity`). ``lambda_`` in [0, 1]: 1 is
-    the model's order, 0 pure diversity. ``k``: positions chosen by MMR (the number shown;
-    ``None`` for all); the remaining candidates follow in their incoming order. Cost:
-    one ``(n, n)`` similarity and ``k`` vector steps of length ``n``.
-    """
-    # Small matrix products go through torch: numpy's multi-threaded OpenBLAS took ~20 ms
-    # for a 200x64 product on the busy 2-core machine against ~40 us for torch.
-
-    def __init__(self, similarity: Callable[[np.ndarray], np.ndarray], lambda_: float = 0.7, k: int | None = None):
-        if not 0.0 <= lambda_ <= 1.0:
-            raise ConfigError(f"MMR lambda_ must be in [0, 1], got {lambda_}")
-        if k is not None and k < 1:
-            raise ConfigError(f"MMR k must be at least 1 or None, got {k}")
-        self.similarity = similarity
-        self.lambda_ = float(lambda_)
-        self.k = k
-
-    def __repr__(self) -> str:
-        return f"MMR({type(self.similarity).__name__}, lambda_={self.lambda_}, k={self.k})"
-
-    def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = as_candidates(item_idx, scores)
-        n = len(item_idx)
-        k = n if self.k is None else min(self.k, n)
-        if n < 2 or self.lambda_ == 1.0:
-            return item_idx, scores
-        finite = np.isfinite(scores)
-        low, high = (scores[finite].min(), scores[finite].max()) if finite.any() else (0.0, 0.0)
-        relevance = np.where(finite, (scores - low) / (high - low) if high > low else 0.0, -1.0)
-        gain = self.lambda_ * relevance  # (n,) the relevance half of the objective
-        # objective_i = min over picked j of (gain_i - (1 - lambda) sim_ij), i.e. gain minus
-        # the largest redundancy; with the rows of ``pair`` precomputed, a step is one
-        # minimum and one argmax over n values.
-        # float32 and in place: float64 temporaries of (n, n) cost ~10x more than the loop.
-        pair = np.array(self.similarity(item_idx), dtype=np.float32)  # a copy: callers may cache theirs
-        pair *= -(1.0 - self.lambda_)
-        pair += gain.astype(np.float32)[None, :]
-        chosen = np.empty(k, dtype=np.int64)
-        pick = int(np.argmax(gain))  # no redundancy yet: the most relevant goes first
-        objective = pair[pick].copy()
-        for step in range(k):
-            chosen[step] = pick
-            objective[pick] = -np.inf  # stays -inf under np.minimum: never picked twice
-            if step + 1 < k:
-                np.minimum(objective, pair[pick], out=objective)
-                pick = int(objective.argmax())
-        taken = np.zeros(n, dtype=bool)
-        taken[chosen] = True
-        order = np.concatenate([chosen, np.flatnonzero(~taken)])
-        return item_idx[order], scores[order]
-
-
-# --- exposure cap --------------------------------------------------------------------------------
-class CategoryCap:
-    """At most ``max_per_value`` items of any one category value in the top ``k``.
-
-    Greedy in the incoming order: an item enters the top ``k`` unless one of its values
-    is already at the cap (an item of several genres counts for each; an item without
-    any is never capped). Items held back follow the top ``k`` in their incoming order,
-    so when too few items satisfy the cap the list still has ``k`` items unless
-    ``strict``, where held-back items are dropped instead.
-    """
-
-    def __init__(self, categories: ItemCategories, max_per_value: int, k: int, strict: bool = False):
-        if max_per_value < 1:
-            raise ConfigError(f"CategoryCap max_per_value must be at least 1, got {max_per_value}")
-        if k < 1:
-            raise ConfigError(f"CategoryCap k must be at least 1, got {k}")
-        self.categories = categories
-        self.max_per_value = max_per_value
-        self.k = k
-        self.strict = strict
-
-    def __repr__(self) -> str:
-        return (f"CategoryCap({self.categories.name!r}, max_per_value={self.max_per_value}, k={self.k}, "
-                f"strict={self.strict})")
-
-    def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = as_candidates(item_idx, scores)
-        rows, cols = np.nonzero(self.categories.rows(item_idx))
-        starts = np.searchsorted(rows, np.arange(len(item_idx) + 1)).tolist()
-        cols = cols.tolist()
-        counts = [0] * len(self.categories.values)
-        cap = self.max_per_value
-        accepted, held = [], []
-        position = 0
-        for position in range(len(item_idx)):
-            values = cols[starts[position]:starts[position + 1]]
-            if all(counts[v] < cap for v in values):
-                accepted.append(position)
-                for v in values:
-                    counts[v] += 1
-                if len(accepted) == self.k:
-                    break
+    def similarity(self, state: LiveState, catalog: Catalog):
+        kind = self.config.similarity
+        if kind == "auto":
+            if state.retrieval.uses_vectors:
+                kind = "vectors"
+            elif self.config.category in catalog.feature_names:
+                kind = "categories"
             else:
-                held.append(position)
-        below = list(range(position + 1, len(item_idx))) if len(accepted) == self.k else []  # no cap there
-        rest = below if self.strict else held + below
-        order = np.asarray(accepted + rest, dtype=np.int64)
-        return item_idx[order], scores[order]
+                kind = "cooccurrence"
+        if kind == "vectors":
+            if not state.retrieval.uses_vectors:
+                raise ConfigError(f"{state.model.name} has no item vectors; use similarity 'categories' or "
+                                  "'cooccurrence' for diversity")
+            return _CatalogVectorSimilarity(state)
+        if kind == "categories":
+            categories = self._categories.get(state, catalog, self.config.category)
+            if categories is None:
+                raise ConfigError(f"the catalog has no categorical feature {self.config.category!r} for diversity; "
+                                  f"features are {catalog.feature_names}")
+            return CategorySimilarity(categories)
+        with self._lock:
+            if state not in self._cooccurrence:
+                self._cooccurrence[state] = CooccurrenceSimilarity(state)
+            return self._cooccurrence[state]
+
+    def wants_candidates(self, query: Query) -> bool:
+        diversity = self.config.diversity if query.diversity is None else query.diversity
+        return diversity > 0 or self.config.max_per_category > 0
+
+    def rerank(self, state: LiveState, query: Query, items: np.ndarray, scores: np.ndarray,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+        diversity = self.config.diversity if query.diversity is None else query.diversity
+        stages = []
+        if diversity > 0:
+            stages.append(MMR(self.similarity(state, query.catalog), lambda_=1.0 - diversity, k=k))
+        if self.config.max_per_category:
+            categories = self._categories.get(state, query.catalog, self.config.category)
+            if categories is not None:
+                stages.append(CategoryCap(categories, self.config.max_per_category, k))
+        if not stages:
+            return items[:k], scores[:k]
+        items, scores = chain(*stages)(items, scores)
+        return items[:k], scores[:k]
+
+
+class _CatalogVectorSimilarity:
+    """Vector cosine over the retrieval index; cold items outside the index (content
+    path) are similar to nothing."""
+
+    def __init__(self, state: LiveState):
+        self.vectors = state.retrieval.item_vectors
+        self.inner = VectorSimilarity(self.vectors)
+
+    def __call__(self, item_idx: np.ndarray) -> np.ndarray:
+        inside = item_idx < len(self.vectors)
+        if inside.all():
+            return self.inner(item_idx)
+        out = np.zeros((len(item_idx), len(item_idx)), dtype=np.float32)
+        rows = np.flatnonzero(inside)
+        out[np.ix_(rows, rows)] = self.inner(item_idx[inside])
+        return out

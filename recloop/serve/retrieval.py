@@ -1,748 +1,212 @@
-"""Candidate retrieval: the items with the largest inner product with a user's query vector.
+"""The candidate stage: the best catalog items for a batch of users, the one path the
+service runs.
 
-A model with the optional vector capabilities (``item_vectors()`` and
-``user_vectors(user_idx, history)``, see :mod:`recloop.models.base`) scores an item by
-the dot product of the two. Retrieval is then maximum inner product search (MIPS):
+A model with item vectors (``item_vectors()``/``user_vectors()``) is searched through an
+index (:mod:`recloop.rank.index`: exact up to ``RetrievalConfig.exact_max_items``
+items, faiss above, or forced by ``RetrievalConfig.index``); any other model is scored
+in full through ``model.score``. Items added while serving (cold items) are placed in
+the index when the model can turn their text into item vectors, else scored by the
+content path (:mod:`recloop.serve.coldstart`). Known, excluded and filtered-out items
+never come back. Every top-k here is :func:`recloop.models.base.stable_topk`, the one
+every model's ``recommend`` runs (ties by index).
 
-* :class:`ExactIndex`: brute force, a batched ``torch`` matrix product and ``topk``.
-  Exact; single-query latency grows with the catalog (memory bound: ~1 ms at 12k
-  items, ~85 ms at 1M on the shared 2-core machine), so the default switches at 50k.
-* :class:`FaissIndex`: approximate search with faiss, for larger catalogs.
-  ``"hnsw"``: a navigable small-world graph (Malkov & Yashunin, TPAMI 2018), knobs ``M``
-  (links per node: recall and memory) and ``efSearch`` (beam width: recall against
-  latency). ``"ivf"``/``"ivfpq"``: an inverted file of ``nlist`` k-means cells of which
-  ``nprobe`` are scanned (Jégou et al., TPAMI 2011), the PQ variant with compressed
-  codes re-scored exactly on the top ``refine * k``.
-
-:func:`build_index` picks exact search up to ``exact_max_items`` items and faiss above.
-Both kinds support adding item vectors at runtime (cold items) and excluding items per
-query (known items): exact search masks them before ``topk``; faiss over-fetches ``k``
-plus the longest exclusion list and filters, fetching more if a row comes up short.
-:func:`measure_recall` compares an index against exact search on sampled queries.
-
-:class:`Retriever` ties this to a model; a model without vectors is scored in full
-through ``model.score`` (exact, no index), so every model can serve.
-
-Every index keeps a float32 array of the vectors (``index.vectors``: the caller's array
-when it is already float32 and contiguous) for exact re-scoring, subset search,
-diversity and explanations; a faiss index holds a second copy inside (flat codes), plus
-its graph or lists, see ``docs/retrieval.md``.
+The stage answers for one catalog snapshot per query (its size ``n_items``): items
+added after the snapshot was taken are in the index already but are left out, so a
+request's filter mask, scores and ids always agree.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from recloop.data.interactions import UserHistories
 from recloop.errors import ConfigError, NotFittedError
-from recloop.models.base import UNKNOWN_USER, mask_items, top_k
+from recloop.rank.index import Index, RetrievalConfig, build_index
 from recloop.utils import make_rng
 
-INDEX_KINDS = ("auto", "exact", "hnsw", "ivf", "ivfpq")
-#: Exact search computes at most this many scores per block (64 MB of float32).
-BLOCK_FLOATS = 1 << 24
+if TYPE_CHECKING:
+    from recloop.serve.coldstart import ColdStart
+    from recloop.serve.state import UserView
 
-Exclusions = UserHistories | Sequence[Sequence[int]] | None
+__all__ = ["CALIBRATION_SAMPLE", "CandidateStage", "RetrievalConfig", "has_vectors", "top_items"]
 
+#: Catalog items the content path's quantile matching compares against (all, up to this many).
+CALIBRATION_SAMPLE = 4096
 
-@dataclass(frozen=True)
-class RetrievalConfig:
-    """How candidates are retrieved.
+Candidates = tuple[np.ndarray, np.ndarray, str]  # (item_idx, scores, source)
 
-    ``index``: ``"auto"`` (exact up to ``exact_max_items`` items, else ``ann``), or one of
-    ``"exact"``, ``"hnsw"``, ``"ivf"``, ``"ivfpq"`` to force it.
-    ``hnsw_m``, ``hnsw_ef_construction``, ``hnsw_ef_search``: HNSW links per node, build
-    beam and search beam (larger: better recall, slower; ``ef_search`` is raised to ``k``
-    when smaller).
-    ``ivf_nlist`` (0: ``4 * sqrt(n)``), ``ivf_nprobe``: IVF cells and cells scanned;
-    ``pq_m``, ``pq_bits``: PQ sub-quantizers (must divide the dimension) and bits each;
-    ``refine``: PQ results are re-scored exactly over ``refine * k`` candidates;
-    ``train_size``: vectors sampled to train the IVF k-means.
-    ``subset_exact_max``: a query restricted to at most this many allowed items is
-    answered by exact search over them instead of the index.
-    ``threads``: faiss OpenMP threads (0 leaves faiss' default; the setting is global to
-    the process). ``seed``: the training sample.
-    """
 
-    index: str = "auto"
-    exact_max_items: int = 50_000
-    ann: str = "hnsw"
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 96
-    ivf_nlist: int = 0
-    ivf_nprobe: int = 32
-    pq_m: int = 16
-    pq_bits: int = 8
-    refine: int = 4
-    train_size: int = 200_000
-    subset_exact_max: int = 50_000
-    threads: int = 0
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.index not in INDEX_KINDS:
-            raise ConfigError(f"RetrievalConfig.index must be one of {INDEX_KINDS}, got {self.index!r}")
-        if self.ann not in ("hnsw", "ivf", "ivfpq"):
-            raise ConfigError(f"RetrievalConfig.ann must be 'hnsw', 'ivf' or 'ivfpq', got {self.ann!r}")
-        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe", "pq_m", "pq_bits",
-                     "refine", "train_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"RetrievalConfig.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("exact_max_items", "ivf_nlist", "subset_exact_max", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"RetrievalConfig.{name} must be >= 0, got {getattr(self, name)}")
-
-    def resolved_kind(self, n_items: int) -> str:
-        """The index kind used for a catalog of ``n_items``."""
-        if self.index != "auto":
-            return self.index
-        return "exact" if n_items <= self.exact_max_items else self.ann
-
-
-# --- small helpers -------------------------------------------------------------------------------
-def _as_matrix(vectors: Any, what: str, dim: int | None = None) -> np.ndarray:
-    if isinstance(vectors, torch.Tensor):
-        vectors = vectors.detach().to("cpu", torch.float32).numpy()
-    array = np.ascontiguousarray(vectors, dtype=np.float32)
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2:
-        raise ValueError(f"{what} must be a (n, d) matrix, got shape {array.shape}")
-    if dim is not None and array.shape[1] != dim:
-        raise ValueError(f"{what} have dimension {array.shape[1]}, the index has {dim}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{what} contain NaN or infinite values")
-    return array
-
-
-def _exclusion_csr(exclude: Exclusions, n_rows: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(indptr, item_idx)`` of per-row exclusions; negative indices are dropped."""
-    if exclude is None:
-        return None
-    if isinstance(exclude, UserHistories):
-        indptr, items = np.asarray(exclude.indptr, np.int64), np.asarray(exclude.item_idx, np.int64)
-    else:
-        lengths = np.fromiter((len(row) for row in exclude), dtype=np.int64, count=len(exclude))
-        indptr = np.zeros(len(exclude) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        items = (np.concatenate([np.asarray(row, dtype=np.int64).reshape(-1) for row in exclude])
-                 if indptr[-1] else np.empty(0, np.int64))
-    if len(indptr) - 1 != n_rows:
-        raise ValueError(f"exclude has {len(indptr) - 1} rows for {n_rows} queries")
-    if items.size and items.min() < 0:
-        indptr, items = _restrict_csr((indptr, items), items >= 0)
-    return indptr, items
-
-
-def _restrict_csr(csr: tuple[np.ndarray, np.ndarray], keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The CSR with only the entries where ``keep`` (aligned with its items) is true."""
-    indptr, items = csr
-    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    counts = np.bincount(rows[keep], minlength=len(indptr) - 1)
-    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), items[keep]
-
-
-def _exact_search(vectors: np.ndarray, queries: np.ndarray, k: int,
-                  exclude: tuple[np.ndarray, np.ndarray] | None,
-                  subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-``k`` by inner product, in query blocks of ``BLOCK_FLOATS`` scores.
-
-    With ``subset`` (sorted unique item indices) only those items are scored.
-    """
-    if subset is not None:
-        vectors = vectors[subset]
-        if exclude is not None:  # exclusions move into subset positions
-            indptr, items = exclude
-            position = np.searchsorted(subset, items)
-            inside = (position < len(subset)) & (subset[np.minimum(position, len(subset) - 1)] == items)
-            indptr, _ = _restrict_csr(exclude, inside)
-            exclude = (indptr, position[inside])
-    n = len(vectors)
-    items_out = np.full((len(queries), k), -1, dtype=np.int64)
-    scores_out = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    if n == 0:
-        return items_out, scores_out
-    if exclude is not None:
-        inside = exclude[1] < n
-        if not inside.all():
-            exclude = _restrict_csr(exclude, inside)
-    matrix = torch.from_numpy(vectors)
-    block = max(1, BLOCK_FLOATS // n)
-    for start in range(0, len(queries), block):
-        end = min(start + block, len(queries))
-        scores = torch.from_numpy(queries[start:end]) @ matrix.T  # (block, n)
-        if exclude is not None:
-            indptr, excluded = exclude
-            mask_items(scores, indptr[start:end + 1] - indptr[start], excluded[indptr[start]:indptr[end]])
-        items_out[start:end], scores_out[start:end] = top_k(scores, k)
-    if subset is not None:
-        found = items_out >= 0
-        items_out[found] = subset[items_out[found]]
-    return items_out, scores_out
-
-
-def _allowed_subset(allowed: Sequence[int] | np.ndarray | None, n: int) -> np.ndarray | None:
-    if allowed is None:
-        return None
-    subset = np.unique(np.asarray(allowed, dtype=np.int64).reshape(-1))
-    return subset[(subset >= 0) & (subset < n)]
-
-
-class _VectorStore:
-    """A float32 ``(n, d)`` array that grows geometrically, so adding one item is O(d)
-    amortised. It starts as the caller's array when that is float32 and contiguous (no
-    copy) and never writes into it: the first add moves to a private, larger buffer."""
-
-    def __init__(self, vectors: np.ndarray):
-        self._buffer = vectors
-        self._n = len(vectors)
-
-    @property
-    def array(self) -> np.ndarray:
-        return self._buffer[:self._n]
-
-    def append(self, vectors: np.ndarray) -> np.ndarray:
-        start, end = self._n, self._n + len(vectors)
-        if end > len(self._buffer):
-            # Views handed out earlier keep the old buffer alive and stay valid.
-            # Grow by 1/4 (not 2x): a 1M-item catalog should not double its memory for one cold item.
-            capacity = max(end, len(self._buffer) + len(self._buffer) // 4 + 1024)
-            grown = np.empty((capacity, self._buffer.shape[1]), dtype=np.float32)
-            grown[:start] = self._buffer[:start]
-            self._buffer = grown
-        self._buffer[start:end] = vectors
-        self._n = end
-        return np.arange(start, end, dtype=np.int64)
-
-
-class _ReadWriteLock:
-    """Concurrent searches, exclusive adds (a faiss index must not change while searched).
-    Writers take precedence so that a stream of searches cannot starve an add."""
-
-    def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-
-
-# --- indexes -------------------------------------------------------------------------------------
-class ExactIndex:
-    """Exact maximum inner product search over ``vectors`` ``(n, d)``.
-
-    ``search(queries, k)`` returns ``(item_idx, scores)``, each ``(len(queries), k)``,
-    best first; slots beyond the available items are ``-1`` with score ``-inf``.
-    Thread safe: searches run concurrently, :meth:`add` waits for them.
-    """
-
-    kind = "exact"
-
-    def __init__(self, vectors: np.ndarray | torch.Tensor):
-        self._store = _VectorStore(_as_matrix(vectors, "item vectors"))
-        self._lock = _ReadWriteLock()
-
-    def __len__(self) -> int:
-        return len(self._store.array)
-
-    def __repr__(self) -> str:
-        return f"ExactIndex(n={len(self)}, dim={self.dim})"
-
-    @property
-    def dim(self) -> int:
-        return self._store.array.shape[1]
-
-    @property
-    def vectors(self) -> np.ndarray:
-        """The item vectors, ``(n, d)`` float32, row ``i`` for item_idx ``i`` (read only)."""
-        return self._store.array
-
-    def add(self, vectors: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Append item vectors; returns their new item indices (``n, n+1, ...``)."""
-        vectors = _as_matrix(vectors, "new item vectors", self.dim)
-        with self._lock.write():
-            return self._store.append(vectors)
-
-    def search(self, queries: np.ndarray | torch.Tensor, k: int, exclude: Exclusions = None,
-               allowed: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` items by inner product for each query row.
-
-        ``exclude``: per query, items never returned (a ``UserHistories`` or lists).
-        ``allowed``: if given, only these items (same for every query) are returned.
-        """
-        queries = _as_matrix(queries, "queries", self.dim)
-        _check_k(k)
-        exclusions = _exclusion_csr(exclude, len(queries))
-        with self._lock.read():
-            vectors = self._store.array
-            return _exact_search(vectors, queries, k, exclusions, _allowed_subset(allowed, len(vectors)))
-
-
-class FaissIndex:
-    """Approximate maximum inner product search with faiss (``kind`` hnsw, ivf or ivfpq).
-
-    Same contract as :class:`ExactIndex`. Exclusions are applied by over-fetching:
-    ``k`` plus the longest exclusion list is fetched, excluded items are dropped, and the
-    fetch doubles for rows left with fewer than ``k``. The search knobs (``ef_search``,
-    ``nprobe``) can be changed on a built index.
-    """
-
-    def __init__(self, vectors: np.ndarray | torch.Tensor, config: RetrievalConfig = RetrievalConfig(),
-                 kind: str | None = None, *, _index: Any = None):
-        import faiss  # optional dependency (the "serve" extra)
-
-        self._faiss = faiss
-        vectors = _as_matrix(vectors, "item vectors")
-        self.kind = kind or (config.ann if config.index in ("auto", "exact") else config.index)
-        if self.kind not in ("hnsw", "ivf", "ivfpq"):
-            raise ConfigError(f"FaissIndex kind must be 'hnsw', 'ivf' or 'ivfpq', got {self.kind!r}")
-        self.config = config
-        if config.threads:
-            faiss.omp_set_num_threads(config.threads)
-        self._store = _VectorStore(vectors)
-        self._lock = _ReadWriteLock()
-        self._index = _index if _index is not None else self._build(vectors)
-        self._hnsw_params: dict[int, Any] = {}  # search parameters by beam width (creating one costs ~30 us)
-        self.ef_search = config.hnsw_ef_search
-        self.nprobe = config.ivf_nprobe
-
-    def _build(self, vectors: np.ndarray) -> Any:
-        faiss, config = self._faiss, self.config
-        n, dim = vectors.shape
-        if n == 0:
-            raise ConfigError("FaissIndex needs at least one item vector to build; use ExactIndex for an empty catalog")
-        if self.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = config.hnsw_ef_construction
-            index.add(vectors)
-            return index
-        nlist = config.ivf_nlist or int(np.clip(round(4 * np.sqrt(n)), 1, max(1, n // 39)))
-        nlist = min(nlist, n)
-        quantizer = faiss.IndexFlatIP(dim)
-        if self.kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            if dim % config.pq_m:
-                raise ConfigError(f"RetrievalConfig.pq_m={config.pq_m} must divide the vector dimension {dim}")
-            index = faiss.IndexIVFPQ(quantizer, dim, nlist, config.pq_m, config.pq_bits, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = config.seed
-        sample = vectors
-        if n > config.train_size:
-            rows = make_rng(config.seed).choice(n, size=config.train_size, replace=False)
-            sample = vectors[np.sort(rows)]
-        index.train(sample)
-        index.add(vectors)
-        return index
-
-    def __len__(self) -> int:
-        return len(self._store.array)
-
-    def __repr__(self) -> str:
-        knobs = (f"M={self.config.hnsw_m}, ef_search={self.ef_search}" if self.kind == "hnsw"
-                 else f"nlist={self._index.nlist}, nprobe={self.nprobe}")
-        return f"FaissIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, {knobs})"
-
-    @property
-    def dim(self) -> int:
-        return self._store.array.shape[1]
-
-    @property
-    def vectors(self) -> np.ndarray:
-        return self._store.array
-
-    @property
-    def ef_search(self) -> int:
-        return self._ef_search
-
-    @ef_search.setter
-    def ef_search(self, value: int) -> None:
-        if value < 1:
-            raise ConfigError(f"ef_search must be at least 1, got {value}")
-        with self._lock.write():
-            self._ef_search = int(value)
-            if self.kind == "hnsw":
-                self._index.hnsw.efSearch = self._ef_search
-
-    @property
-    def nprobe(self) -> int:
-        return self._nprobe
-
-    @nprobe.setter
-    def nprobe(self, value: int) -> None:
-        if value < 1:
-            raise ConfigError(f"nprobe must be at least 1, got {value}")
-        with self._lock.write():
-            self._nprobe = int(value)
-            if self.kind != "hnsw":
-                self._index.nprobe = self._nprobe
-
-    def add(self, vectors: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Append item vectors (no retraining: IVF cells stay as trained); returns their indices."""
-        vectors = _as_matrix(vectors, "new item vectors", self.dim)
-        with self._lock.write():
-            self._index.add(vectors)
-            return self._store.append(vectors)
-
-    def search(self, queries: np.ndarray | torch.Tensor, k: int, exclude: Exclusions = None,
-               allowed: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-``k`` by inner product; see :meth:`ExactIndex.search`.
-
-        With ``allowed`` of at most ``config.subset_exact_max`` items the answer is exact
-        search over them; a larger allowed set filters the index' results (over-fetching
-        by the inverse of the allowed fraction).
-        """
-        queries = _as_matrix(queries, "queries", self.dim)
-        _check_k(k)
-        exclusions = _exclusion_csr(exclude, len(queries))
-        with self._lock.read():
-            n = len(self)
-            subset = _allowed_subset(allowed, n)
-            if subset is not None and len(subset) <= self.config.subset_exact_max:
-                return _exact_search(self._store.array, queries, k, exclusions, subset)
-            return self._search(queries, k, exclusions, subset, n)
-
-    def _search(self, queries: np.ndarray, k: int, exclusions: tuple[np.ndarray, np.ndarray] | None,
-                subset: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-        b = len(queries)
-        longest = int(np.diff(exclusions[0]).max()) if exclusions is not None and b else 0
-        allowed_mask = None
-        want = k + longest
-        if subset is not None:
-            allowed_mask = np.zeros(n, dtype=bool)
-            allowed_mask[subset] = True
-            want = int(np.ceil(want * n / max(len(subset), 1)))
-        refine = self.config.refine if self.kind == "ivfpq" else 1
-        fetch = min(n, want * refine)
-        while True:
-            scores, items = self._raw_search(queries, fetch)
-            if exclusions is None and allowed_mask is None and self.kind != "ivfpq":
-                # Common case: faiss' answer is ordered and complete, nothing to filter.
-                scores[items < 0] = -np.inf
-                return _pad(items, scores, k)
-            if self.kind == "ivfpq":  # PQ scores are approximate: re-score exactly and re-sort
-                scores = np.einsum("bd,bkd->bk", queries, self._store.array[np.maximum(items, 0)])
-                scores[items < 0] = -np.inf
-                order = np.argsort(-scores, axis=1, kind="stable")
-                items, scores = np.take_along_axis(items, order, 1), np.take_along_axis(scores, order, 1)
-            drop = items < 0
-            if allowed_mask is not None:
-                drop |= ~allowed_mask[np.maximum(items, 0)]
-            if exclusions is not None:
-                indptr, excluded = exclusions
-                for r in range(b):
-                    row = excluded[indptr[r]:indptr[r + 1]]
-                    if len(row):
-                        drop[r] |= np.isin(items[r], row)
-            exhausted = fetch >= n or (items < 0).any(axis=1).all()
-            if exhausted or ((~drop).sum(axis=1) >= k).all():
-                break
-            fetch = min(n, 2 * fetch)
-        # Kept items first, in score order (a stable sort of the drop flags).
-        order = np.argsort(drop, axis=1, kind="stable")[:, :k]
-        items = np.take_along_axis(items, order, 1)
-        scores = np.take_along_axis(scores, order, 1).astype(np.float32, copy=False)
-        dropped = np.take_along_axis(drop, order, 1)
-        items[dropped], scores[dropped] = -1, -np.inf
-        return _pad(items, scores, k)
-
-    def _raw_search(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        """faiss' top-``fetch``: ``(scores, int64 items)``. A beam wider than ``ef_search``
-        goes per call (SearchParameters), never into the shared index, so concurrent
-        searches do not change each other's beam."""
-        params = None
-        if self.kind == "hnsw" and fetch > self._ef_search:
-            params = self._hnsw_params.get(fetch)
-            if params is None:
-                if len(self._hnsw_params) > 256:
-                    self._hnsw_params.clear()
-                params = self._hnsw_params[fetch] = self._faiss.SearchParametersHNSW(efSearch=fetch)
-        scores, items = self._index.search(queries, fetch, params=params)
-        return scores, items.astype(np.int64, copy=False)
-
-    # --- persistence: faiss' own binary format plus a .npy, no pickle --------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write ``index.faiss`` and ``vectors.npy`` into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with self._lock.read():
-            self._faiss.write_index(self._index, str(directory / "index.faiss"))
-            np.save(directory / "vectors.npy", self._store.array, allow_pickle=False)
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path, config: RetrievalConfig = RetrievalConfig(),
-             kind: str | None = None) -> FaissIndex:
-        """Read an index written by :meth:`save` (search knobs come from ``config``)."""
-        import faiss
-
-        directory = Path(directory)
-        index = faiss.read_index(str(directory / "index.faiss"))
-        vectors = np.load(directory / "vectors.npy", allow_pickle=False)
-        if index.ntotal != len(vectors):
-            raise ConfigError(f"{directory}: index.faiss holds {index.ntotal} vectors, vectors.npy {len(vectors)}")
-        if kind is None:
-            kind = ("hnsw" if isinstance(index, faiss.IndexHNSW) else
-                    "ivfpq" if isinstance(index, faiss.IndexIVFPQ) else "ivf")
-        return cls(vectors, config, kind, _index=index)
-
-
-Index = ExactIndex | FaissIndex
-
-
-def _pad(items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(items, float32 scores)`` cut or padded to ``k`` columns with ``-1``/``-inf``."""
-    items, scores = items[:, :k], scores[:, :k].astype(np.float32, copy=False)
-    if items.shape[1] < k:
-        pad = k - items.shape[1]
-        items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
-        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return items, scores
-
-
-def _check_k(k: int) -> None:
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-
-
-def build_index(vectors: np.ndarray | torch.Tensor, config: RetrievalConfig = RetrievalConfig()) -> Index:
-    """An :class:`ExactIndex` up to ``config.exact_max_items`` vectors, else a
-    :class:`FaissIndex` of kind ``config.ann`` (or the kind ``config.index`` forces)."""
-    vectors = _as_matrix(vectors, "item vectors")
-    kind = config.resolved_kind(len(vectors))
-    if kind == "exact" or len(vectors) == 0:
-        return ExactIndex(vectors)
-    return FaissIndex(vectors, config, kind)
-
-
-# --- recall of an approximate index ------------------------------------------------------------
-def recall_at_k(approx_items: np.ndarray, exact_items: np.ndarray) -> float:
-    """Mean over queries of ``|approx ∩ exact| / |exact|`` (``-1`` slots ignored)."""
-    approx_items, exact_items = np.atleast_2d(approx_items), np.atleast_2d(exact_items)
-    hits, total = 0, 0
-    for approx, exact in zip(approx_items, exact_items, strict=True):
-        exact = exact[exact >= 0]
-        hits += np.isin(exact, approx[approx >= 0]).sum()
-        total += len(exact)
-    return float(hits / total) if total else 1.0
-
-
-def measure_recall(index: Index, queries: np.ndarray | torch.Tensor, k: int = 10,
-                   exclude: Exclusions = None) -> float:
-    """Recall@``k`` of ``index.search`` against exact search over the same vectors."""
-    queries = _as_matrix(queries, "queries", index.dim)
-    exact, _ = _exact_search(index.vectors, queries, k, _exclusion_csr(exclude, len(queries)))
-    approx, _ = index.search(queries, k, exclude=exclude)
-    return recall_at_k(approx, exact)
-
-
-# --- a model's retriever -------------------------------------------------------------------------
 def has_vectors(model: Any) -> bool:
     """Whether ``model`` offers the ``item_vectors``/``user_vectors`` capabilities."""
     return callable(getattr(model, "item_vectors", None)) and callable(getattr(model, "user_vectors", None))
 
 
-class Retriever:
-    """Candidates for users of a fitted model: its vectors in an index, or full scoring.
+def top_items(scores: np.ndarray, n: int, blocked: np.ndarray,
+              allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``n`` largest finite ``scores`` outside ``blocked`` and
+    inside ``allowed`` (a boolean mask as long as ``scores``), best first, ties by index.
+    A model's NaN never reaches an answer."""
+    import torch
 
-    >>> retriever = Retriever(model, RetrievalConfig(exact_max_items=50_000))
-    >>> items, scores = retriever.retrieve([user_idx], k=200, history=live_history)
-    >>> new_idx = retriever.add_items(model.text_to_item_vectors(text_embeddings))
+    from recloop.models.base import stable_topk
 
-    Item indices beyond ``model.n_items`` are items added at runtime. Histories may hold
-    them: they are excluded when ``exclude_known`` but left out of what the model sees.
+    scores = np.array(scores, dtype=np.float32)  # a copy: masked in place
+    scores[np.isnan(scores)] = -np.inf
+    blocked = blocked[(blocked >= 0) & (blocked < len(scores))]
+    scores[blocked] = -np.inf
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    values, items = stable_topk(torch.from_numpy(scores)[None, :], n)  # what top_k runs, minus its padding
+    values, items = values[0].numpy(), items[0].numpy().astype(np.int64)
+    keep = np.isfinite(values)
+    return items[keep], values[keep]
+
+
+def stack_histories(histories: list[UserHistories]) -> UserHistories:
+    """One-row histories as one batch."""
+    if len(histories) == 1:
+        return histories[0]
+    lengths = np.asarray([len(h.item_idx) for h in histories], dtype=np.int64)
+    indptr = np.zeros(len(histories) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    rating = None
+    if histories[0].rating is not None:
+        rating = np.concatenate([h.rating for h in histories])
+    return UserHistories(indptr, np.concatenate([h.item_idx for h in histories]), histories[0].n_items, rating)
+
+
+class CandidateStage:
+    """Candidates for the users of one loaded model (see the module docstring).
+
+    State: the index of the model's item vectors (grown by :meth:`add_items` as cold
+    items arrive), the popularity fallback and the content path's calibration sample.
     """
 
-    def __init__(self, model: Any, config: RetrievalConfig = RetrievalConfig()):
+    def __init__(self, model: Any, config: RetrievalConfig | None = None):
+        config = config or RetrievalConfig()
         if not getattr(model, "is_fitted", False):
             raise NotFittedError(f"{type(model).__name__} is not fitted; call fit() or Recommender.load() "
-                                 "before building a Retriever")
+                                 "before serving it")
         self.model = model
         self.config = config
+        self.n_model = model.n_items
         self.uses_vectors = has_vectors(model)
         self.index: Index | None = build_index(model.item_vectors(), config) if self.uses_vectors else None
+        self.popularity = model.history_.item_counts().astype(np.float32)
+        sample = np.arange(self.n_model)
+        if self.n_model > CALIBRATION_SAMPLE:
+            sample = np.sort(make_rng(0).choice(self.n_model, CALIBRATION_SAMPLE, replace=False))
+        self.calibration_sample = sample
 
     def __repr__(self) -> str:
-        return f"Retriever({type(self.model).__name__}, index={self.index!r})"
+        return f"CandidateStage({type(self.model).__name__}, index={self.index!r})"
 
     @property
-    def n_items(self) -> int:
-        """Items retrievable now: the model's plus those added at runtime."""
-        return len(self.index) if self.index is not None else self.model.n_items
+    def kind(self) -> str:
+        """``exact``/``hnsw``/``ivf``/``ivfpq`` for the index, ``score`` for full scoring."""
+        return self.index.kind if self.index is not None else "score"
 
     @property
     def item_vectors(self) -> np.ndarray | None:
-        """``(n_items, d)`` vectors including added items, or ``None`` without vectors."""
+        """``(n, d)`` vectors including cold items placed by the model, or ``None``."""
         return self.index.vectors if self.index is not None else None
 
-    def add_items(self, vectors: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Make new items retrievable from their vectors (e.g. ``model.text_to_item_vectors``);
-        returns their item indices."""
+    def add_items(self, vectors: np.ndarray) -> np.ndarray:
+        """Place cold items in the index from their model vectors; their index positions."""
         if self.index is None:
             raise ConfigError(f"{type(self.model).__name__} has no item_vectors(), so new items cannot be "
-                              "added to its retriever; serve a model with vectors for cold-start items")
+                              "placed in its index; they are scored by content")
         return self.index.add(vectors)
 
-    def _histories(self, user_idx: np.ndarray, history: UserHistories | None) -> UserHistories:
-        if history is not None:
-            if len(history) != len(user_idx):
-                raise ValueError(f"history has {len(history)} rows for {len(user_idx)} users")
-            return history
-        if (user_idx == UNKNOWN_USER).any():
-            raise ValueError("unknown users (user_idx -1) need an explicit history")
-        return self.model.history_.histories(user_idx)
-
-    def _model_history(self, history: UserHistories) -> UserHistories:
-        """``history`` without items the model was not fitted on (added at runtime)."""
-        n = self.model.n_items
-        if history.n_items == n and (not len(history.item_idx) or history.item_idx.max() < n):
-            return history
-        keep = history.item_idx < n
-        indptr, items = _restrict_csr((history.indptr, history.item_idx), keep)
-        rating = None if history.rating is None else history.rating[keep]
-        return UserHistories(indptr, items, n, rating)
-
-    def user_vectors(self, user_idx: Sequence[int] | np.ndarray, history: UserHistories | None = None) -> np.ndarray:
-        """The model's query vectors ``(len(user_idx), d)`` for these users."""
+    def user_vectors(self, user_idx: Sequence[int] | np.ndarray, history: UserHistories) -> np.ndarray:
+        """The model's query vectors ``(len(user_idx), d)`` (``history``: model items only)."""
         if self.index is None:
             raise ConfigError(f"{type(self.model).__name__} has no user_vectors()")
-        user_idx = np.asarray(user_idx, dtype=np.int64).reshape(-1)
-        history = self._model_history(self._histories(user_idx, history))
-        return _as_matrix(self.model.user_vectors(user_idx, history), "user vectors", self.index.dim)
+        vectors = self.model.user_vectors(np.asarray(user_idx, dtype=np.int64).reshape(-1), history)
+        if hasattr(vectors, "detach"):
+            vectors = vectors.detach().cpu().float().numpy()
+        return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def retrieve(self, user_idx: Sequence[int] | np.ndarray, k: int, history: UserHistories | None = None,
-                 exclude_known: bool = True, exclude: Exclusions = None,
-                 allowed: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` candidates per user: ``(item_idx, scores)``, each ``(len(user_idx), k)``.
+    def candidates(self, views: list[UserView], n: int, excludes: list[np.ndarray], alloweds: list[np.ndarray | None],
+                   sizes: list[int], cold: ColdStart) -> list[Candidates]:
+        """The ``n`` best items for each view, one model call for the batch.
 
-        ``history``: what is known of each user (default: the model's training log; required
-        for ``UNKNOWN_USER``). ``exclude_known`` leaves the history's items out; ``exclude``
-        lists more per user; ``allowed`` restricts every user to a set of items. Missing
-        slots are ``-1`` with score ``-inf``.
+        ``excludes``: catalog indices to leave out besides ``view.known``. ``alloweds``:
+        boolean masks over each query's catalog (filters), or ``None``. ``sizes``: each
+        query's catalog size (its snapshot). ``source`` says how scores were made:
+        ``model``, ``content`` (only cold items known) or ``popularity`` (no signal).
+        Fewer than ``n`` come back when fewer remain.
         """
-        user_idx = np.asarray(user_idx, dtype=np.int64).reshape(-1)
-        _check_k(k)
-        history = self._histories(user_idx, history)
-        known = _exclusion_csr(history, len(user_idx)) if exclude_known else None
-        extra = _exclusion_csr(exclude, len(user_idx))
-        exclusions = _merge_csr(known, extra)
+        n_model = self.n_model
+        out: list = [None] * len(views)
+        blocked = [v.known if not len(e) else np.union1d(v.known, e) for v, e in zip(views, excludes)]
+        rows = []
+        for r, view in enumerate(views):
+            n_cold = sizes[r] - n_model
+            if len(view.history.item_idx):
+                rows.append(r)
+                continue
+            content = cold.content_scores(view.positives, n_model, n_cold) if n_cold else None
+            if content is not None:
+                out[r] = (*top_items(content, n, blocked[r], alloweds[r]), "content")
+            else:
+                scores = np.concatenate([self.popularity, np.zeros(n_cold, np.float32)])
+                out[r] = (*top_items(scores, n, blocked[r], alloweds[r]), "popularity")
+        if not rows:
+            return out
+        users = np.asarray([views[r].user_idx for r in rows], dtype=np.int64)
+        history = stack_histories([views[r].history for r in rows])
         if self.index is not None:
-            queries = self.user_vectors(user_idx, history)
-            as_rows = None if exclusions is None else UserHistories(exclusions[0], exclusions[1], self.n_items)
-            return self.index.search(queries, k, exclude=as_rows, allowed=allowed)
-        scores = torch.from_numpy(self.model.score(user_idx, self._model_history(history)))
-        n = scores.shape[1]
-        if exclusions is not None:
-            inside = exclusions[1] < n
-            indptr, items = _restrict_csr(exclusions, inside) if not inside.all() else exclusions
-            mask_items(scores, indptr, items)
-        subset = _allowed_subset(allowed, n)
-        if subset is not None:
-            blocked = torch.ones(n, dtype=torch.bool)
-            blocked[torch.from_numpy(subset)] = False
-            scores[:, blocked] = -torch.inf
-        return top_k(scores, k)
+            self._search(views, n, blocked, alloweds, sizes, cold, rows, users, history, out)
+            return out
+        all_scores = self.model.score(users, history)  # (b, n_model): one model call
+        for j, r in enumerate(rows):
+            model_scores = all_scores[j]
+            n_cold = sizes[r] - n_model
+            scores = model_scores
+            if n_cold:
+                cold_scores = cold.scores(None, views[r].positives, n_model, n_cold, self.calibration_sample,
+                                          model_scores[self.calibration_sample])
+                scores = np.concatenate([model_scores, cold_scores])
+            out[r] = (*top_items(scores, n, blocked[r], alloweds[r]), "model")
+        return out
 
-    def similar_items(self, item_idx: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` items most similar to ``item_idx``: ``(item_idx, scores)``, each ``(k,)``.
-
-        With vectors: cosine similarity, so items added at runtime are found and can be
-        queried; exact over all items with an exact index, else the index' top
-        ``4k`` by inner product with the normalised vector, re-ranked by cosine. Without
-        vectors: the model's own ``similar_items``.
-        """
-        _check_k(k)
-        if self.index is None:
-            return self.model.similar_items(item_idx, k)
-        n = self.n_items
-        if not 0 <= item_idx < n:
-            raise IndexError(f"item_idx {item_idx} is out of range for {n} items")
-        vectors = self.index.vectors
-        norms = self._item_norms(vectors)
-        query = vectors[item_idx] / max(float(norms[item_idx]), 1e-12)
-        exclude = UserHistories(np.array([0, 1]), np.array([item_idx]), n)
-        if isinstance(self.index, ExactIndex):
-            scores = (torch.from_numpy(vectors) @ torch.from_numpy(query) / torch.from_numpy(norms))[None, :]
-            mask_items(scores, exclude.indptr, exclude.item_idx)
-            items, values = top_k(scores, k)
-            return items[0], values[0]
-        candidates, _ = self.index.search(query, min(n, 4 * k + 1), exclude=exclude)
-        candidates = candidates[0][candidates[0] >= 0]
-        cosine = np.einsum("cd,d->c", vectors[candidates], query) / norms[candidates]
-        order = np.argsort(-cosine, kind="stable")[:k]
-        items = np.full(k, -1, dtype=np.int64)
-        values = np.full(k, -np.inf, dtype=np.float32)
-        items[:len(order)], values[:len(order)] = candidates[order], cosine[order]
-        return items, values
-
-    def _item_norms(self, vectors: np.ndarray) -> np.ndarray:
-        """Norms of the item vectors, cached and extended as items are added."""
-        norms = getattr(self, "_norms", np.empty(0, np.float32))
-        if len(norms) < len(vectors):
-            new = np.linalg.norm(vectors[len(norms):], axis=1).astype(np.float32)
-            norms = np.maximum(np.concatenate([norms, new]), 1e-12)
-            self._norms = norms  # a whole-array swap: readers see the old or the new, both valid
-        return norms[:len(vectors)]
-
-    def measure_recall(self, k: int = 10, n_queries: int = 500, seed: int = 0, exclude_known: bool = True) -> float:
-        """Recall@``k`` of this retriever's index against exact search, on the query
-        vectors of ``n_queries`` users sampled from the training log (1.0 when exact)."""
-        if self.index is None or isinstance(self.index, ExactIndex):
-            return 1.0
-        users = np.unique(self.model.history_.user_idx)
-        users = make_rng(seed).choice(users, size=min(n_queries, len(users)), replace=False)
-        history = self.model.history_.histories(users)
-        return measure_recall(self.index, self.user_vectors(users, history), k,
-                              exclude=history if exclude_known else None)
-
-
-def _merge_csr(a: tuple[np.ndarray, np.ndarray] | None,
-               b: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Row-wise concatenation of two CSR exclusion lists."""
-    if a is None or b is None:
-        return a if b is None else b
-    rows = len(a[0]) - 1
-    rows_a = np.repeat(np.arange(rows), np.diff(a[0]))
-    rows_b = np.repeat(np.arange(rows), np.diff(b[0]))
-    all_rows = np.concatenate([rows_a, rows_b])
-    order = np.argsort(all_rows, kind="stable")
-    items = np.concatenate([a[1], b[1]])[order]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(all_rows, minlength=rows))])
-    return indptr, items
-
+    def _search(self, views, n, blocked, alloweds, sizes, cold, rows, users, history, out) -> None:
+        """The index branch of :meth:`candidates`."""
+        index, n_model = self.index, self.n_model
+        queries = self.user_vectors(users, history)  # (b, d): one model call
+        indexed = len(index)
+        for r in rows:  # items placed in the index after this query's snapshot are not in it
+            if indexed > sizes[r]:
+                blocked[r] = np.union1d(blocked[r], np.arange(sizes[r], indexed))
+        unfiltered = [j for j, r in enumerate(rows) if alloweds[r] is None]
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if unfiltered:  # one index search for every unfiltered query
+            items, scores = index.search(queries[unfiltered], n, exclude=[blocked[rows[j]] for j in unfiltered])
+            found.update({j: (items[i], scores[i]) for i, j in enumerate(unfiltered)})
+        for j, r in enumerate(rows):
+            if j not in found:
+                items, scores = index.search(queries[j:j + 1], n, exclude=[blocked[r]],
+                                             allowed=np.flatnonzero(alloweds[r][:min(indexed, sizes[r])]))
+                found[j] = (items[0], scores[0])
+            items, scores = found[j]
+            keep = items >= 0
+            items, scores = items[keep], scores[keep]
+            placed = min(indexed, sizes[r])
+            if placed < sizes[r]:  # cold items outside the index: the content path
+                sample_scores = index.vectors[self.calibration_sample] @ queries[j]
+                cold_scores = cold.scores(None, views[r].positives, n_model, sizes[r] - n_model,
+                                          self.calibration_sample, sample_scores)[placed - n_model:]
+                allowed = alloweds[r]
+                cold_idx, cold_scores = top_items(cold_scores, n, blocked[r] - placed,
+                                                  None if allowed is None else allowed[placed:])
+                items = np.concatenate([items, cold_idx + placed])
+                order, scores = top_items(np.concatenate([scores, cold_scores]), n, np.zeros(0, np.int64))
+                items = items[order]
+            out[r] = (items, scores, "model")

@@ -21,16 +21,19 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
 from recloop.errors import RecloopError, UnknownIdError
-from recloop.serve.catalog import FilterError
+from recloop.serve.catalog import Catalog, FilterError
 from recloop.serve.coldstart import TextEmbedder, default_text_embedder
 from recloop.serve.events import EVENT_TYPES, Event
+from recloop.serve.explain import ExplainStage
+from recloop.serve.explore import ExploreStage
 from recloop.serve.pipeline import Pipeline, Query, Ranked
-from recloop.serve.settings import ServeSettings
-from recloop.serve.stages import ExplainStage, ExploreStage, RerankStage
+from recloop.serve.rerank import RerankStage
+from recloop.serve.settings import ServeSettings, exposure_warning
 from recloop.serve.state import LiveState
 from recloop.serve.store import EventStore, ItemExistsError, NewItem, StoreHead, open_store
 
@@ -107,6 +110,9 @@ class RecommendationService:
         self._closed = threading.Event()
         self._state = self._build_state(settings.artifact, self.store.head().generation)
         self._stamp = artifact_stamp(settings.artifact)
+        warning = exposure_warning(settings)
+        if warning:
+            log.warning(warning)
         self._watcher = None
         if settings.watch > 0:
             self._watcher = threading.Thread(target=self._watch, name="recloop-artifact-watch", daemon=True)
@@ -180,12 +186,18 @@ class RecommendationService:
         if items is not None:
             self._check_list("items", items)
         state = self.sync()
-        view = state.user_view(str(user_id)) if user_id is not None else state.anonymous_view(list(items))
-        return state, self._query(state, view, k, exclude, filters, diversity, explain, explore)
+        if user_id is not None:
+            view = state.user_view(str(user_id))
+            # The catalog is read once, after the view: every item the view names is in
+            # this snapshot, and the filter mask, scores and ids all use it.
+            catalog = state.catalog
+        else:
+            catalog = state.catalog
+            view = state.anonymous_view(list(items), catalog)
+        return state, self._query(catalog, view, k, exclude, filters, diversity, explain, explore)
 
     def finish(self, state: LiveState, ranked: Ranked) -> RecommendResult:
-        return RecommendResult(self._recommendations(state, ranked), ranked.source, state.model.name,
-                               state.generation)
+        return RecommendResult(self._recommendations(ranked), ranked.source, state.model.name, state.generation)
 
     def recommend_batch(self, prepared: list[tuple[LiveState, Query]]) -> list[RecommendResult]:
         """Answer prepared queries, scoring those on the same state in one model call."""
@@ -205,27 +217,29 @@ class RecommendationService:
         """Items related to ``item_id``: the answer for an anonymous user who liked only it."""
         self._check_k(k)
         state = self.sync()
-        view = state.item_view(state.catalog.index(item_id))
-        query = self._query(state, view, k, (), filters, diversity, explain, explore=False)
+        catalog = state.catalog
+        view = state.item_view(catalog.index(item_id), catalog)
+        query = self._query(catalog, view, k, (), filters, diversity, explain, explore=False, similar=True)
         return self.finish(state, self.pipeline.run(state, query))
 
-    def _query(self, state: LiveState, view, k, exclude, filters, diversity, explain, explore) -> Query:
-        exclude_idx = state.catalog.indices(list(exclude)) if exclude else np.zeros(0, np.int64)
+    def _query(self, catalog: Catalog, view, k, exclude, filters, diversity, explain, explore,
+               similar: bool = False) -> Query:
+        exclude_idx = catalog.indices(list(exclude)) if exclude else np.zeros(0, np.int64)
         allowed = None
         if filters:
             for name, values in filters.items():
                 self._check_list(f"filters.{name}", values)
             try:
-                allowed = state.catalog.filter_mask(filters)
+                allowed = catalog.filter_mask(filters)
             except FilterError as error:
                 raise InvalidRequestError(str(error)) from None
         if diversity is not None and not (0.0 <= diversity <= 1.0):
             raise InvalidRequestError(f"diversity must be between 0 and 1, got {diversity}")
-        return Query(view, k, exclude_idx, allowed, diversity, explain, explore)
+        return Query(view, catalog, k, exclude_idx, allowed, diversity, explain, explore, similar)
 
     @staticmethod
-    def _recommendations(state: LiveState, ranked: Ranked) -> list[Recommendation]:
-        catalog = state.catalog
+    def _recommendations(ranked: Ranked) -> list[Recommendation]:
+        catalog = ranked.catalog
         ids = catalog.ids(ranked.item_idx)
         out = []
         for r, (index, item_id) in enumerate(zip(ranked.item_idx, ids)):
@@ -236,11 +250,25 @@ class RecommendationService:
                 bool(ranked.explored[r]) if ranked.explored is not None else False))
         return out
 
-    def search(self, query: str, limit: int = 20) -> list[dict]:
-        """Catalog items whose title contains ``query`` (the web page's search box)."""
+    def search(self, query: str, limit: int = 20, user_id: str | None = None) -> list[dict]:
+        """Catalog items whose title contains ``query`` (the web page's search box).
+
+        With ``user_id``, each result also says whether the user already has it
+        (``"known"``: in their training history or their events), so that a page can
+        mark it; an unknown user id is an :class:`UnknownIdError`."""
         self._check_k(limit, "limit")
         state = self.sync()
-        return [self._item_info(state, i) for i in state.catalog.search(query, limit)]
+        known = None
+        if user_id is not None:
+            known = state.user_view(str(user_id)).known
+        catalog = state.catalog
+        results = []
+        for index in catalog.search(query, limit):
+            info = self._item_info(catalog, index)
+            if known is not None:
+                info["known"] = bool(np.isin(index, known))
+            results.append(info)
+        return results
 
     def features(self) -> dict[str, list[str]]:
         """The catalog's categorical features and their values (what ``filters`` accept)."""
@@ -248,12 +276,11 @@ class RecommendationService:
         return {name: state.catalog.values(name) for name in state.catalog.feature_names}
 
     def item(self, item_id: str) -> dict:
-        state = self.sync()
-        return self._item_info(state, state.catalog.index(item_id))
+        catalog = self.sync().catalog
+        return self._item_info(catalog, catalog.index(item_id))
 
     @staticmethod
-    def _item_info(state: LiveState, index: int) -> dict:
-        catalog = state.catalog
+    def _item_info(catalog: Catalog, index: int) -> dict:
         return {"item_id": catalog.id(index), "title": catalog.title(index), "cold": catalog.is_cold(index),
                 "features": {name: catalog.labels(name, index) for name in catalog.feature_names}}
 
@@ -265,7 +292,7 @@ class RecommendationService:
                 "generation": state.generation, "items": len(state.catalog), "cold_items": state.catalog.n_cold,
                 "users": state.model.n_users, "live_users": len(state.users),
                 "last_event_id": state.last_event_id, "events_through": state.events_through,
-                "cold_start": state.cold.method, "retrieval": "index" if state.retriever.uses_vectors else "exact",
+                "cold_start": state.cold.method, "retrieval": state.retrieval.kind,
                 "store": type(self.store).__name__}
 
     # --- writes ---------------------------------------------------------------------------------
@@ -324,8 +351,8 @@ class RecommendationService:
         line = state.catalog.describe_new(title, text, features)
         embedding = state.cold.embed([line])[0]
         self.store.add_item(NewItem(item_id, line, features, embedding, title))
-        state = self.sync()
-        return self._item_info(state, state.catalog.index(item_id))
+        catalog = self.sync().catalog
+        return self._item_info(catalog, catalog.index(item_id))
 
     # --- model reloads ----------------------------------------------------------------------------
     def reload(self, path: str | Path | None = None) -> dict:
@@ -413,7 +440,7 @@ class RecommendationService:
         if self._owns_store:
             self.store.close()
 
-    def __enter__(self) -> RecommendationService:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -471,7 +498,7 @@ class RecommendBatcher:
         self.requests += len(batch)
         try:
             results = self.service.recommend_batch([prepared for prepared, _ in batch])
-        except Exception as error:  # every caller of the batch hears it
+        except Exception as error:  # noqa: BLE001 - not swallowed: every caller of the batch hears it
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)

@@ -1,24 +1,39 @@
 """Settings of a serving process: what to serve, where events go, limits, stages.
 
-Plain frozen dataclasses like every recloop config. ``recloop serve`` builds one from
-its flags and hands it to each worker process as JSON in ``RECLOOP_SERVE_SETTINGS``
-(the only place the service reads the environment); tests build one directly.
+Plain frozen dataclasses like every recloop config, each stage's config defined in its
+stage's module. ``recloop serve`` builds one from a TOML file (:func:`load_serve_settings`,
+the typed loader every recloop config goes through, with ``--set key=value``
+overrides) and hands it to each worker process as JSON in ``RECLOOP_SERVE_SETTINGS``;
+tests build one directly. The environment is read in one place, :meth:`ServeSettings.from_json`
+(the workers' path): ``RECLOOP_API_KEY`` supplies the key when the JSON has none, so
+the key need not appear on a command line.
+
+Importing this module is light (no torch, faiss or fastapi): a CLI or a config check
+can build settings without loading a model stack.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from recloop.config import from_dict
 from recloop.errors import ConfigError
 from recloop.serve.events import EventPolicy
+from recloop.serve.explain import ExplainConfig
+from recloop.serve.explore import ExploreConfig
 from recloop.serve.pipeline import PipelineConfig
+from recloop.serve.rerank import RerankConfig
 from recloop.serve.retrieval import RetrievalConfig
-from recloop.serve.stages import ExplainConfig, ExploreConfig, RerankConfig
 
 ENV_VAR = "RECLOOP_SERVE_SETTINGS"
+#: The API key, when the settings carry none (keeps it off command lines and out of ``ps``).
+API_KEY_VAR = "RECLOOP_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -80,5 +95,60 @@ class ServeSettings:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> ServeSettings:
-        return from_dict(cls, json.loads(text), "serve.")
+    def from_json(cls, text: str, environ: Mapping[str, str] | None = None) -> ServeSettings:
+        """Settings from :meth:`to_json`; without an ``api_key`` there, the key comes
+        from ``RECLOOP_API_KEY`` in ``environ`` (default: the process environment)."""
+        raw = json.loads(text)
+        environ = os.environ if environ is None else environ
+        if not raw.get("api_key") and environ.get(API_KEY_VAR):
+            raw["api_key"] = environ[API_KEY_VAR]
+        return settings_from_dict(raw)
+
+
+def settings_from_dict(raw: Mapping[str, Any], where: str = "serve.") -> ServeSettings:
+    """:class:`ServeSettings` from a plain tree, names and types checked."""
+    from recloop.config import from_dict  # the typed loader; imported here to keep this module light
+
+    return from_dict(ServeSettings, raw, where)
+
+
+def load_serve_settings(path: str | Path | None = None, overrides: Sequence[str] = (),
+                        **fields: Any) -> ServeSettings:
+    """Settings from a TOML file (optional), then ``fields`` (e.g. the CLI's artifact,
+    host, port), then ``overrides`` (``"retrieval.index=hnsw"``, parsed as TOML values):
+    one typed path for every way of configuring a server. Unknown keys are a
+    :class:`ConfigError` naming the closest valid one."""
+    from recloop.config import apply_override, read_toml
+
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_toml(Path(path))
+        raw.pop("name", None)  # read_toml adds the file's stem; settings have no name
+    raw.update({key: value for key, value in fields.items() if value is not None})
+    for override in overrides:
+        apply_override(raw, override)
+    if "artifact" not in raw:
+        raise ConfigError("serve settings need an artifact (the model directory to serve)")
+    try:
+        return settings_from_dict(raw, "")
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}" if path is not None else str(error)) from None
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(settings: ServeSettings) -> str | None:
+    """A warning when the server listens beyond this machine without an API key (anyone
+    who can reach it may then write events, add items and reload models), else ``None``."""
+    if settings.api_key or is_local_host(settings.host):
+        return None
+    return (f"serving on {settings.host}, reachable from other machines, without an API key: anyone who can "
+            f"connect may write events, add items and reload the model; set {API_KEY_VAR} (or --api-key)")

@@ -4,7 +4,13 @@ histories built from the event log since the artifact was written.
 A :class:`LiveState` is built from an artifact plus the event store (replaying the
 events the artifact has not folded in), then kept current by applying new events and
 items as the service tails the store. A model reload builds a fresh state off to the
-side and swaps it in whole, so a request always sees one consistent state.
+side and swaps it in whole, so a request always sees one consistent state; within a
+state, the catalog is an immutable snapshot swapped by reference when an item arrives
+(after the item is in the index and the content embeddings), so a request that read
+``state.catalog`` once sees one consistent catalog.
+
+Plain data: the artifact, the catalog, the candidate stage's index, the cold-start
+embeddings and the live users. The pipeline's stages keep their own caches.
 """
 
 from __future__ import annotations
@@ -23,14 +29,11 @@ from recloop.models.base import UNKNOWN_USER
 from recloop.serve.catalog import Catalog
 from recloop.serve.coldstart import ColdStart, TextEmbedder
 from recloop.serve.events import EventPolicy, StoredEvent
-from recloop.serve.retrieval import RetrievalConfig, Retriever
+from recloop.serve.retrieval import CandidateStage, RetrievalConfig
 from recloop.serve.store import EventStore, StoredItem
-from recloop.utils import make_rng
 
 #: ``extra.json`` key of an artifact written by ``recloop retrain``: the last event id it folded in.
 EVENTS_THROUGH = "events_through"
-#: Catalog items the content path's quantile matching compares against (all, up to this many).
-CALIBRATION_SAMPLE = 4096
 
 
 @dataclass
@@ -63,7 +66,7 @@ class LiveState:
     """A loaded artifact plus the live log; see the module docstring."""
 
     def __init__(self, artifact: Artifact, policy: EventPolicy, embedder_factory: Callable[[], TextEmbedder],
-                 generation: int = 0, retrieval: RetrievalConfig = RetrievalConfig()):
+                 generation: int = 0, retrieval: RetrievalConfig | None = None):
         self.artifact = artifact
         self.model = artifact.model
         self.policy = policy
@@ -71,12 +74,7 @@ class LiveState:
         self.events_through = int(artifact.extra.get(EVENTS_THROUGH, 0))
         self.catalog = Catalog(self.model.items_, self.model.item_features_)
         self.cold = ColdStart(self.model, self.catalog.model_texts(), embedder_factory)
-        self.retriever = Retriever(self.model, retrieval)
-        n_model = self.catalog.n_model
-        sample = np.arange(n_model)
-        if n_model > CALIBRATION_SAMPLE:
-            sample = np.sort(make_rng(0).choice(n_model, CALIBRATION_SAMPLE, replace=False))
-        self.calibration_sample = sample  # catalog items the content path calibrates against
+        self.retrieval = CandidateStage(self.model, retrieval)
         self.users: dict[str, LiveUser] = {}
         self.last_event_id = self.events_through
         self.last_item_id = 0
@@ -84,13 +82,12 @@ class LiveState:
         self.lock = threading.RLock()
         history = self.model.history_
         self._has_rating = history.has_rating
-        self.popularity = history.item_counts().astype(np.float32)
         self._event_listeners: list[Callable[[LiveState, list[StoredEvent]], None]] = []
 
     @classmethod
     def load(cls, path: str | Path, store: EventStore, policy: EventPolicy,
              embedder_factory: Callable[[], TextEmbedder], generation: int = 0,
-             retrieval: RetrievalConfig = RetrievalConfig(),
+             retrieval: RetrievalConfig | None = None,
              listeners: Iterable[Callable[[LiveState, list[StoredEvent]], None]] = ()) -> LiveState:
         """Load an artifact and bring it up to date with the store (``listeners`` see
         the replayed events too)."""
@@ -141,9 +138,11 @@ class LiveState:
                     embedding = self.cold.embed([item.text])[0]
                 labels = {k: v for k, v in item.features.items() if k in self.catalog.feature_names}
                 vectors = self.cold.add(embedding[None, :])
-                if vectors is not None and self.retriever.uses_vectors:
-                    self.retriever.add_items(vectors)  # same order: catalog index == index position
-                self.catalog.add(item.item_id, item.title, labels)
+                if vectors is not None and self.retrieval.uses_vectors:
+                    self.retrieval.add_items(vectors)  # same order: catalog index == index position
+                # Last, one reference swap: a request holding the old snapshot never sees
+                # this item; one reading the new one finds it in the index and embeddings.
+                self.catalog = self.catalog.with_item(item.item_id, item.title, labels)
 
     def apply_events(self, events: list[StoredEvent]) -> None:
         with self.lock:
@@ -203,124 +202,17 @@ class LiveState:
         known = np.union1d(base_items, live_known)
         return UserView(user_id, scored_as, history, positives, known)
 
-    def anonymous_view(self, item_ids: list[str]) -> UserView:
-        """An anonymous user whose recent items (oldest first) are ``item_ids``."""
-        items = self.catalog.indices(item_ids)
+    def anonymous_view(self, item_ids: list[str], catalog: Catalog | None = None) -> UserView:
+        """An anonymous user whose recent items (oldest first) are ``item_ids`` (ids of
+        ``catalog``, by default the current one)."""
+        items = (catalog or self.catalog).indices(item_ids)
         in_model = items[items < self.n_model_items]
         rating = np.full(len(in_model), self.policy.interaction_value("click", None), np.float32) \
             if self._has_rating else None
         history = UserHistories(np.asarray([0, len(in_model)], dtype=np.int64), in_model, self.n_model_items, rating)
         return UserView(None, UNKNOWN_USER, history, items, np.unique(items))
 
-    def item_view(self, item_index: int) -> UserView:
+    def item_view(self, item_index: int, catalog: Catalog | None = None) -> UserView:
         """An anonymous user whose whole history is one item (the "similar items" query)."""
-        return self.anonymous_view([self.catalog.id(item_index)])
-
-    # --- scoring -------------------------------------------------------------------------------------
-    def candidates(self, view: UserView, n: int, exclude: np.ndarray | None = None,
-                   allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
-        """The ``n`` best catalog items for ``view``: ``(item_idx, scores, source)``.
-
-        Leaves out ``view.known`` and ``exclude`` (catalog indices); ``allowed`` is an
-        optional boolean mask over the catalog (filters). ``source`` says how the scores
-        were made: ``model``, ``content`` (only cold items known) or ``popularity`` (no
-        signal). Fewer than ``n`` come back when fewer remain.
-        """
-        return self.candidates_batch([view], n, [exclude], [allowed])[0]
-
-    def candidates_batch(self, views: list[UserView], n: int, excludes: list[np.ndarray | None],
-                         alloweds: list[np.ndarray | None]) -> list[tuple[np.ndarray, np.ndarray, str]]:
-        """:meth:`candidates` for several users at once: one model call for all of them
-        (a transformer's per-call overhead is paid once per batch, not once per user)."""
-        n_cold, n_model = self.catalog.n_cold, self.n_model_items
-        total = n_model + n_cold
-        out: list = [None] * len(views)
-        blocked = [v.known if e is None or not len(e) else np.union1d(v.known, e) for v, e in zip(views, excludes)]
-        rows = []
-        for r, view in enumerate(views):
-            if len(view.history.item_idx):
-                rows.append(r)
-                continue
-            content = self.cold.content_scores(view.positives, n_model, n_cold) if n_cold else None
-            if content is not None:
-                out[r] = (*_top(content, n, blocked[r], alloweds[r]), "content")
-            else:
-                scores = np.concatenate([self.popularity, np.zeros(n_cold, np.float32)])
-                out[r] = (*_top(scores, n, blocked[r], alloweds[r]), "popularity")
-        if not rows:
-            return out
-        users = np.asarray([views[r].user_idx for r in rows], dtype=np.int64)
-        history = _stack([views[r].history for r in rows])
-        if self.retriever.uses_vectors:
-            queries = self.retriever.user_vectors(users, history)  # (b, d): one model call
-            unfiltered = [j for j, r in enumerate(rows) if alloweds[r] is None]
-            found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-            if unfiltered:  # one index search for every unfiltered query
-                items, scores = self.retriever.index.search(queries[unfiltered], n,
-                                                            exclude=[blocked[rows[j]] for j in unfiltered])
-                found.update({j: (items[i], scores[i]) for i, j in enumerate(unfiltered)})
-            for j, r in enumerate(rows):
-                if j not in found:
-                    items, scores = self.retriever.index.search(queries[j:j + 1], n, exclude=[blocked[r]],
-                                                                allowed=np.flatnonzero(alloweds[r]))
-                    found[j] = (items[0], scores[0])
-                items, scores = found[j]
-                keep = items >= 0
-                items, scores = items[keep], scores[keep]
-                if n_cold and len(self.retriever.index) < total:  # cold items outside the index: content path
-                    sample_scores = self.retriever.item_vectors[self.calibration_sample] @ queries[j]
-                    cold = self.cold.scores(None, views[r].positives, n_model, n_cold, self.calibration_sample,
-                                            sample_scores)
-                    allowed = alloweds[r]
-                    cold_idx, cold_scores = _top(cold, n, blocked[r] - n_model,
-                                                 None if allowed is None else allowed[n_model:])
-                    items = np.concatenate([items, cold_idx + n_model])
-                    scores = np.concatenate([scores, cold_scores])
-                    order = np.argsort(-scores, kind="stable")[:n]
-                    items, scores = items[order], scores[order]
-                out[r] = (items, scores, "model")
-            return out
-        all_scores = self.model.score(users, history)  # (b, n_model): one model call
-        for j, r in enumerate(rows):
-            model_scores = all_scores[j]
-            cold = np.zeros(0, np.float32)
-            if n_cold:
-                cold = self.cold.scores(None, views[r].positives, n_model, n_cold, self.calibration_sample,
-                                        model_scores[self.calibration_sample])
-            out[r] = (*_top(np.concatenate([model_scores, cold]), n, blocked[r], alloweds[r]), "model")
-        return out
-
-
-def _stack(histories: list[UserHistories]) -> UserHistories:
-    """One-row histories as one batch."""
-    if len(histories) == 1:
-        return histories[0]
-    lengths = np.asarray([len(h.item_idx) for h in histories], dtype=np.int64)
-    indptr = np.zeros(len(histories) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    rating = None
-    if histories[0].rating is not None:
-        rating = np.concatenate([h.rating for h in histories])
-    return UserHistories(indptr, np.concatenate([h.item_idx for h in histories]), histories[0].n_items, rating)
-
-
-def _top(scores: np.ndarray, n: int, blocked: np.ndarray, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the ``n`` largest finite ``scores`` outside ``blocked`` and
-    inside ``allowed``, best first (ties by index)."""
-    scores = np.array(scores, dtype=np.float32)  # a copy: masked in place
-    scores[np.isnan(scores)] = -np.inf  # a model's NaN never reaches an answer
-    blocked = blocked[(blocked >= 0) & (blocked < len(scores))]
-    scores[blocked] = -np.inf
-    if allowed is not None:
-        scores[~allowed] = -np.inf
-    n = min(n, len(scores))
-    if n <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    if n < len(scores):
-        kth = scores[np.argpartition(-scores, n - 1)[n - 1]]
-        top = np.flatnonzero(scores >= kth)  # every tie at the boundary, so that ties go by index
-    else:
-        top = np.arange(len(scores))
-    top = top[np.lexsort((top, -scores[top]))][:n]
-    keep = np.isfinite(scores[top])
-    return top[keep].astype(np.int64), scores[top][keep]
+        catalog = catalog or self.catalog
+        return self.anonymous_view([catalog.id(item_index)], catalog)

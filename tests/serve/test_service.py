@@ -15,10 +15,10 @@ from recloop.errors import UnknownIdError
 from recloop.models import UNKNOWN_USER, Recommender
 from recloop.serve.coldstart import quantile_match
 from recloop.serve.events import Event, EventPolicy
+from recloop.serve.rerank import RerankConfig
 from recloop.serve.retrain import retrain
 from recloop.serve.service import InvalidRequestError, ItemExistsError
 from recloop.serve.settings import Limits
-from recloop.serve.stages import RerankConfig
 
 
 def ids(result) -> list[str]:
@@ -247,7 +247,7 @@ def test_models_with_text_vectors_score_new_items_themselves(make_service, tmp_p
     data = generate(SyntheticConfig(n_users=100, n_items=60, n_clusters=4, seed=2))
     path = TextVectorModel().fit(data.interactions, item_features=data.item_features).save(tmp_path / "tv")
     service = make_service(path)
-    assert service.health()["cold_start"] == "model" and service.health()["retrieval"] == "index"
+    assert service.health()["cold_start"] == "model" and service.health()["retrieval"] == "exact"
     service.add_item("cold", "space galaxy rocket", title="Cold")
     result = service.recommend(items=["i1", "i2"], k=61)
     model = service.state.model
@@ -327,7 +327,7 @@ def test_reasons_name_the_history_item_and_shared_genres(make_service, synthetic
 
 
 def test_epsilon_exploration_swaps_in_lower_candidates(make_service, synthetic_artifact):
-    from recloop.serve.stages import ExploreConfig
+    from recloop.serve.explore import ExploreConfig
 
     plain = ids(make_service(synthetic_artifact).recommend(user_id="u3", k=5))
     service = make_service(synthetic_artifact, explore=ExploreConfig(method="epsilon", epsilon=1.0))
@@ -338,7 +338,7 @@ def test_epsilon_exploration_swaps_in_lower_candidates(make_service, synthetic_a
 
 
 def test_the_bandit_learns_from_logged_clicks(make_service, synthetic_artifact):
-    from recloop.serve.stages import ExploreConfig
+    from recloop.serve.explore import ExploreConfig
 
     service = make_service(synthetic_artifact, explore=ExploreConfig(method="ucb", alpha=0.0, score_weight=1.0))
     before = service.recommend(user_id="u3", k=5)
@@ -387,10 +387,10 @@ def test_batched_scoring_equals_one_at_a_time(make_service, synthetic_artifact, 
     service = make_service(path)
     service.record_events([Event("u1", "i3", "click"), Event("guest", "i4", "click")])
     service.add_item("cold", "space galaxy rocket", {"genre": [service.features()["genre"][0]]})
-    asks = [dict(user_id="u1", k=5), dict(user_id="guest", k=7, explain=True), dict(items=["i2", "i9"], k=4),
-            dict(items=[], k=3), dict(user_id="u2", k=6, exclude=["i1"]),
-            dict(user_id="u3", k=5, filters={"genre": [service.features()["genre"][1]]}),
-            dict(user_id="u4", k=5, diversity=0.5)]
+    asks = [{"user_id": "u1", "k": 5}, {"user_id": "guest", "k": 7, "explain": True}, {"items": ["i2", "i9"], "k": 4},
+            {"items": [], "k": 3}, {"user_id": "u2", "k": 6, "exclude": ["i1"]},
+            {"user_id": "u3", "k": 5, "filters": {"genre": [service.features()["genre"][1]]}},
+            {"user_id": "u4", "k": 5, "diversity": 0.5}]
     alone = [service.recommend(**ask) for ask in asks]
     batched = service.recommend_batch([service.prepare(**ask) for ask in asks])
     for ask, a, b in zip(asks, alone, batched):
@@ -413,3 +413,139 @@ def test_batched_scoring_equals_one_at_a_time(make_service, synthetic_artifact, 
 
     good, bad = asyncio.run(with_a_bad_one())
     assert ids(good) == ids(service.recommend(user_id="u1")) and isinstance(bad, UnknownIdError)
+
+
+# --- one candidate path: exact and faiss, through the service -------------------------------------
+@pytest.fixture
+def vector_artifact(tmp_path, monkeypatch):
+    """A vector model (item vectors, user vectors, text to item vectors) on a small
+    synthetic log with genres."""
+    from recloop.data import SyntheticConfig, generate
+    from recloop.models import MODELS
+
+    monkeypatch.setitem(MODELS, TextVectorModel.name, TextVectorModel)
+    data = generate(SyntheticConfig(n_users=200, n_items=150, n_clusters=5, mean_interactions=12, seed=3))
+    return TextVectorModel(dim=16).fit(data.interactions, item_features=data.item_features).save(tmp_path / "tv")
+
+
+def test_faiss_index_serves_like_exact_search(make_service, vector_artifact, tmp_path):
+    pytest.importorskip("faiss")
+    from recloop.rank.index import ExactIndex, FaissIndex, RetrievalConfig
+
+    exact = make_service(vector_artifact, db=tmp_path / "exact.db")
+    hnsw = make_service(vector_artifact, db=tmp_path / "hnsw.db",
+                        retrieval=RetrievalConfig(index="hnsw", hnsw_m=16, hnsw_ef_search=200))
+    assert isinstance(exact.state.retrieval.index, ExactIndex) and exact.health()["retrieval"] == "exact"
+    assert isinstance(hnsw.state.retrieval.index, FaissIndex) and hnsw.health()["retrieval"] == "hnsw"
+    model = exact.state.model
+    genre = exact.features()["genre"][0]
+    overlap = []
+    for user in model.users_.ids[:30]:
+        a, b = exact.recommend(user_id=str(user), k=10), hnsw.recommend(user_id=str(user), k=10)
+        overlap.append(len(set(ids(a)) & set(ids(b))) / 10)
+        assert not set(ids(b)) & set(training_items(model, str(user)))  # known items never come back
+        filtered = hnsw.recommend(user_id=str(user), k=5, filters={"genre": [genre]}, exclude=ids(b)[:2])
+        assert all(genre in hnsw.item(i)["features"]["genre"] for i in ids(filtered))
+        assert not set(ids(filtered)) & set(ids(b)[:2])
+    assert np.mean(overlap) >= 0.95  # HNSW with a wide beam: the exact answer, near enough
+    # Items added while serving: placed in both indexes by the model's text map.
+    seed = "i7"
+    title = hnsw.item(seed)["title"]
+    for service in (exact, hnsw):
+        service.add_item("cold-1", f"{title} sequel", {"genre": hnsw.item(seed)["features"]["genre"]})
+    assert len(hnsw.state.retrieval.index) == len(exact.state.retrieval.index) == model.n_items + 1
+    genres = {"genre": hnsw.item(seed)["features"]["genre"]}  # every item of the seed's genres fits in k
+    a, b = exact.recommend(items=[seed], k=100, filters=genres), hnsw.recommend(items=[seed], k=100, filters=genres)
+    assert "cold-1" in ids(b) and ids(a) == ids(b)
+    assert next(r.score for r in b.items if r.item_id == "cold-1") == pytest.approx(
+        next(r.score for r in a.items if r.item_id == "cold-1"), rel=1e-5)
+
+
+def test_catalog_growth_during_filtered_requests_never_fails(make_service, synthetic_artifact):
+    """POST /items while filtered /recommend requests run: each request answers from one
+    catalog snapshot (before: IndexError, the mask built before the catalog grew)."""
+    import threading
+
+    service = make_service(synthetic_artifact)
+    genres = service.features()["genre"]
+    users = [str(u) for u in service.state.model.users_.ids[:20]]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    answered = [0]
+
+    def recommend(worker: int):
+        r = worker
+        while not stop.is_set():
+            r += 1
+            try:
+                if r % 3 == 0:
+                    result = service.recommend(items=["i1", "i2"], k=10, filters={"genre": [genres[r % len(genres)]]},
+                                               explain=True)
+                elif r % 3 == 1:
+                    result = service.recommend(user_id=users[r % len(users)], k=10, diversity=0.3,
+                                               filters={"genre": genres[:2]}, explain=True)
+                else:
+                    result = service.similar("i3", k=10, filters={"genre": genres[:3]})
+                assert all(item.item_id for item in result.items)
+                answered[0] += 1
+            except BaseException as error:  # noqa: BLE001 - collected: a thread's exception is otherwise lost
+                errors.append(error)
+                return
+
+    threads = [threading.Thread(target=recommend, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(60):
+            service.add_item(f"new-{n}", f"space galaxy story {n}", {"genre": [genres[n % len(genres)]]},
+                             title=f"New {n}")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[:1]
+    assert answered[0] > 20 and len(service.state.catalog) == service.state.catalog.n_model + 60
+
+
+def test_a_request_answers_from_the_catalog_snapshot_it_read(make_service, synthetic_artifact):
+    """The race made deterministic: a query resolved, then an item added, then scored."""
+    service = make_service(synthetic_artifact)
+    genre = service.features()["genre"][0]
+    state, query = service.prepare(items=["i1"], k=5, filters={"genre": [genre]})
+    service.add_item("late", "space galaxy rocket", {"genre": [genre]})
+    result = service.recommend_batch([(state, query)])[0]
+    assert len(result.items) == 5 and "late" not in ids(result)
+    assert len(query.allowed) == len(query.catalog) == len(service.state.catalog) - 1
+
+
+# --- explanations and search ----------------------------------------------------------------------
+def test_similar_items_reasons_do_not_pretend_a_user(make_service, synthetic_artifact):
+    service = make_service(synthetic_artifact)
+    seed = "i46"
+    title = service.item(seed)["title"]
+    result = service.similar(seed, k=5, explain=True)
+    reasons = [r for item in result.items for r in item.reasons]
+    assert reasons and not any(r.startswith("Because you") for r in reasons)
+    assert all(item.reasons[0] == f"Similar to {title}" for item in result.items if item.reasons)
+    seed_genres = set(service.item(seed)["features"]["genre"])
+    for item in result.items:
+        for reason in item.reasons[1:]:  # the genres shared with the seed, not anyone's profile
+            shared = set(reason.removeprefix("Shared genres: ").split(", "))
+            assert shared <= seed_genres & set(service.item(item.item_id)["features"]["genre"])
+
+
+def test_search_marks_what_the_user_already_has(make_service, synthetic_artifact):
+    service = make_service(synthetic_artifact)
+    model = service.state.model
+    user = str(model.users_.ids[0])
+    had = training_items(model, user)[0]
+    title = service.item(had)["title"]
+    service.record_events([Event(user, "i99", "click")])
+    results = service.search(title, user_id=user)
+    assert {"item_id": had, "known": True}.items() <= next(r for r in results if r["item_id"] == had).items()
+    assert all(r["known"] == (r["item_id"] in set(training_items(model, user)) | {"i99"}) for r in results)
+    assert next(r for r in service.search(service.item("i99")["title"], user_id=user)
+                if r["item_id"] == "i99")["known"]
+    assert "known" not in service.search(title)[0]  # no user, nothing to mark
+    with pytest.raises(UnknownIdError):
+        service.search(title, user_id="nobody")

@@ -1,4 +1,4 @@
-"""Re-ranking stages: filters, MMR (hand-checked), category cap, composition."""
+"""Re-ranking algorithms: MMR (hand-checked), category cap, composition."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import pytest
 from recloop.data.features import CategoricalFeature, Features
 from recloop.data.ids import IdMap
 from recloop.errors import ConfigError, UnknownIdError
-from recloop.serve.rerank import (
+from recloop.rank.rerank import (
     MMR,
     CategoryCap,
-    CategoryFilter,
     CategorySimilarity,
     ItemCategories,
-    ItemFilter,
     VectorSimilarity,
     chain,
 )
@@ -109,31 +107,17 @@ def test_category_cap_strict_drops_held_items(genres):
     np.testing.assert_array_equal(items, [0, 3])  # only two items satisfy the cap
 
 
-# --- filters -------------------------------------------------------------------------------------
-def test_item_filter_allowed_blocked_and_padding():
-    items, scores = ItemFilter(allowed=[1, 2, 3, 9], blocked=[2])(np.array([3, 2, 1, 0, -1]),
-                                                                np.array([5, 4, 3, 2, -np.inf]))
-    np.testing.assert_array_equal(items, [3, 1])
-    np.testing.assert_array_equal(scores, [5, 3])
-
-
-def test_category_filter_include_exclude_and_unknown_value(genres):
-    items, _ = CategoryFilter(genres, include=["B", "C"])(*scored(7))
-    np.testing.assert_array_equal(items, [3, 4, 5])
-    items, _ = CategoryFilter(genres, exclude=["A"])(*scored(7))
-    np.testing.assert_array_equal(items, [3, 5, 6])
-    np.testing.assert_array_equal(CategoryFilter(genres, include=["B"], exclude=["A"]).allowed_items(), [3])
+# --- categories ----------------------------------------------------------------------------------
+def test_item_categories_rows_and_unknown_values(genres):
     assert genres.rows(np.array([99])).sum() == 0  # an item added later has no genre
-    items, _ = CategoryFilter(genres, include=["c"])(*scored(7))  # case-insensitive fallback
-    np.testing.assert_array_equal(items, [5])
+    np.testing.assert_array_equal(genres.items_with_any(["c"]), [5])  # case-insensitive fallback
     with pytest.raises(UnknownIdError, match=r"unknown genre 'Z'; genre values are \['A', 'B', 'C'\]"):
-        CategoryFilter(genres, include=["Z"])
+        genres.value_mask(["Z"])
     with pytest.raises(ConfigError, match="genre"):
         ItemCategories.from_features(Features(IdMap(["x"])), "genre")
 
 
 def test_chain_composes_stages(genres):
-    stages = chain(ItemFilter(blocked=[1]), CategoryFilter(genres, exclude=["C"]),
-                   CategoryCap(genres, max_per_value=1, k=3))
-    items, _ = stages(*scored(7))
-    np.testing.assert_array_equal(items, [0, 3, 6, 2, 4])
+    stages = chain(MMR(CategorySimilarity(genres), lambda_=1.0, k=3), CategoryCap(genres, max_per_value=1, k=3))
+    items, _ = stages(np.array([0, 1, 3, -1, 5]), np.array([5, 4, 3, -np.inf, 1], dtype=np.float32))
+    np.testing.assert_array_equal(items, [0, 3, 5, 1])  # padding dropped, then the cap holds 1 back

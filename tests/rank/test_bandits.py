@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recloop.errors import ConfigError
-from recloop.serve.explore import EpsilonGreedy, LinearBandit, LinearBanditConfig, RandomProjection
+from recloop.rank.bandits import EpsilonGreedy, LinearBandit, LinearBanditConfig, RandomProjection
 
 
 def candidates(n: int = 30):
@@ -31,9 +31,9 @@ def test_epsilon_rate_and_seed():
     explorer = EpsilonGreedy(epsilon=0.2, k=10, seed=0)
     rate = np.mean([explorer.explore(items, scores).explored[:10].mean() for _ in range(500)])
     assert 0.17 < rate < 0.23
-    a = [EpsilonGreedy(0.5, 10, seed=7)(items, scores)[0] for _ in range(2)]
+    a = [EpsilonGreedy(0.5, 10, seed=7).explore(items, scores).item_idx for _ in range(2)]
     np.testing.assert_array_equal(a[0], a[1])
-    short = EpsilonGreedy(epsilon=1.0, k=10)(items[:12], scores[:12])[0]  # only 2 below the top k
+    short = EpsilonGreedy(epsilon=1.0, k=10).explore(items[:12], scores[:12]).item_idx  # only 2 below the top k
     assert np.isin(items[10:12], short[:10]).all()
 
 
@@ -136,8 +136,9 @@ def test_batch_update_equals_sequential_and_state_round_trips():
 
 def test_thompson_is_seeded_and_config_is_checked():
     items, scores = candidates(10)
-    draws = [LinearBandit(dim=2, policy="thompson", seed=5, k=3)(items, scores) for _ in range(2)]
-    np.testing.assert_array_equal(draws[0][0], draws[1][0])
+    draws = [LinearBandit(dim=2, policy="thompson", seed=5, k=3).explore(items, scores, [1.0, 0.0]).item_idx
+             for _ in range(2)]
+    np.testing.assert_array_equal(draws[0], draws[1])
     with pytest.raises(ConfigError, match="policy"):
         LinearBanditConfig(dim=2, policy="greedy")
     with pytest.raises(ValueError, match="context"):

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.models import EASE, Recommender
-from recloop.serve.explain import Explainer, item_item_matrix, render_reason
+from recloop.rank.explain import Explainer, item_item_matrix, render_reason
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +34,42 @@ def test_ease_reason_is_the_history_item_with_the_largest_weight(ease, synthetic
             assert because["weight"] == pytest.approx(weights.max(), rel=1e-5)
 
 
-def test_shared_genres_most_frequent_in_history_first(ease, synthetic):
+def test_shared_genres_are_those_of_the_because_item_not_the_profile(ease, synthetic):
     genres = synthetic.item_features.categorical["genre"]
     explainer = Explainer(ease, synthetic.item_features)
-    by_genre = {g: np.flatnonzero(genres.matrix[:, j].toarray().ravel()) for j, g in enumerate(genres.values)}
-    a, b = list(by_genre)[:2]
-    history = np.concatenate([by_genre[a][:1], by_genre[b][:3]])
-    (reasons,) = explainer.explain([by_genre[a][5]], history)
-    assert {"type": "shared_genres", "genres": [a]} in reasons
-    (reasons,) = explainer.explain([by_genre[list(by_genre)[2]][0]], history)
-    assert all(r["type"] != "shared_genres" for r in reasons)  # nothing in common
+    for user in range(10):
+        history = ease.history_.histories([user]).row(0)
+        items, _ = ease.recommend([user], 5)
+        for item, reasons in zip(items[0], explainer.explain(items[0], history), strict=True):
+            because = reasons[0]
+            because_idx = ease.items_.index(because["item_id"])
+            expected = sorted(set(genres.labels(int(item))) & set(genres.labels(because_idx)))
+            shared = [r for r in reasons if r["type"] == "shared_genres"]
+            if expected:
+                assert shared == [{"type": "shared_genres", "item_id": because["item_id"],
+                                   "genres": sorted(shared[0]["genres"])}]
+                assert sorted(shared[0]["genres"]) == expected
+            else:
+                assert not shared  # nothing in common with the "because" item: no genre reason
+
+
+def test_profile_genres_are_no_reason():
+    """The user's history is mostly genre Y, but the "because" item is X only: the reason
+    names X (what the item shares with it), never the profile's Y."""
+    from recloop.data.features import CategoricalFeature, Features
+    from recloop.data.ids import IdMap
+
+    items = IdMap(["a", "b", "c", "d"], "item")
+    log = Interactions(np.array([0, 0, 0, 1, 1]), np.array([0, 1, 2, 0, 3]), IdMap(["u", "v"], "user"), items)
+    features = Features(items, {"genre": CategoricalFeature.from_lists([["X"], ["Y"], ["Y"], ["X", "Y"]])})
+    model = EASE(l2=1.0).fit(log, item_features=features)
+    model.weights_[:] = 0.0
+    model.weights_[0, 3] = 1.0  # d is recommended because of a
+    (reasons,) = Explainer(model, features).explain([3], [0, 1, 2])
+    assert reasons[0]["item_id"] == "a"
+    assert reasons[1] == {"type": "shared_genres", "item_id": "a", "genres": ["X"]}
+    (reasons,) = Explainer(model, features).explain([3], [1, 2])  # no item explains d: no genre reason either
+    assert reasons == []
 
 
 def test_multi_genre_order_and_weighted_ratings():
@@ -64,7 +90,8 @@ def test_multi_genre_order_and_weighted_ratings():
     top = max(contribution, key=contribution.get)
     assert reasons[0]["item_id"] == items.id(top)
     assert reasons[0]["weight"] == pytest.approx(contribution[top], rel=1e-5)
-    assert reasons[-1] == {"type": "shared_genres", "genres": ["Y", "X"]}  # Y on two history items, X on one
+    shared_with_top = [g for g in ("X", "Y") if g in features.categorical["genre"].labels(top)]
+    assert reasons[-1] == {"type": "shared_genres", "item_id": items.id(top), "genres": shared_with_top}
 
 
 @dataclass(frozen=True)
@@ -135,3 +162,6 @@ def test_render_reason():
     assert render_reason({"type": "because_you_interacted", "item_id": "50", "title": None, "weight": 0.3},
                          verb="bought") == "Because you bought 50"
     assert render_reason({"type": "shared_genres", "genres": ["Comedy", "Drama"]}) == "Shared genres: Comedy, Drama"
+    # Items related to one item have no user: no "Because you watched".
+    assert render_reason({"type": "because_you_interacted", "item_id": "50", "title": "Star Wars (1977)",
+                          "weight": 0.3}, similar=True) == "Similar to Star Wars (1977)"

@@ -1,53 +1,21 @@
-"""Candidate retrieval: exact and faiss indexes, exclusions, runtime adds, recall, Retriever."""
+"""Maximum inner product search: exact and faiss indexes, exclusions, runtime adds, recall."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
-from recloop.models import EASE, UNKNOWN_USER, Recommender
-from recloop.serve.retrieval import (
+from recloop.rank.index import (
     ExactIndex,
     FaissIndex,
     RetrievalConfig,
-    Retriever,
     build_index,
     measure_recall,
     recall_at_k,
 )
 
 pytest.importorskip("faiss")
-
-
-@dataclass(frozen=True)
-class PureSVDConfig:
-    dim: int = 16
-
-
-class PureSVD(Recommender):
-    """A tiny vector model for tests: item vectors from a truncated SVD of the user-item
-    matrix, user vectors folded in as ``x_u V``; score = user vector . item vector."""
-
-    name = "puresvd-test"
-    config_class = PureSVDConfig
-
-    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
-        x = train.to_csr().toarray()
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        self.item_vectors_ = np.ascontiguousarray(vt[: self.config.dim].T, dtype=np.float32)
-
-    def item_vectors(self) -> np.ndarray:
-        return self.item_vectors_
-
-    def user_vectors(self, user_idx: np.ndarray, history: UserHistories) -> np.ndarray:
-        return np.asarray(history.to_csr() @ self.item_vectors_, dtype=np.float32)
-
-    def _score(self, user_idx: np.ndarray, history: UserHistories) -> np.ndarray:
-        return self.user_vectors(user_idx, history) @ self.item_vectors_.T
 
 
 def clustered(n: int, dim: int = 32, n_clusters: int = 50, seed: int = 0) -> np.ndarray:
@@ -184,71 +152,6 @@ def test_recall_at_k_counts_overlap():
     assert recall_at_k(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [4, 5, 6]])) == pytest.approx(5 / 6)
 
 
-# --- Retriever -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def svd(synthetic):
-    return PureSVD(dim=16).fit(synthetic.interactions)
-
-
-def test_retriever_with_vectors_matches_recommend(svd):
-    users = np.arange(20)
-    retriever = Retriever(svd)
-    assert retriever.uses_vectors and isinstance(retriever.index, ExactIndex)
-    items, scores = retriever.retrieve(users, 10)
-    expected_items, expected_scores = svd.recommend(users, 10)
-    np.testing.assert_allclose(scores, expected_scores, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(items[:, :3], expected_items[:, :3])
-    known = svd.history_.histories(users)
-    for r in range(len(users)):
-        assert not np.isin(items[r], known.row(r)).any()
-
-
-def test_retriever_hnsw_recall_and_cold_items(svd):
-    retriever = Retriever(svd, RetrievalConfig(exact_max_items=50, hnsw_m=8))
-    assert isinstance(retriever.index, FaissIndex)
-    assert retriever.measure_recall(k=10, n_queries=100) >= 0.95
-    # A cold item aligned with user 0's query becomes their first candidate at once; a
-    # history holding it (an event on the new item) excludes it and still scores.
-    query = retriever.user_vectors([0])
-    (new,) = retriever.add_items(100 * query / np.linalg.norm(query))
-    assert retriever.n_items == svd.n_items + 1
-    items, _ = retriever.retrieve([0], 5)
-    assert items[0, 0] == new
-    base = svd.history_.histories([0])
-    history = UserHistories.from_lists([list(base.row(0)) + [new]], retriever.n_items)
-    items, _ = retriever.retrieve([UNKNOWN_USER], 5, history=history)
-    assert new not in items[0] and (items[0] >= 0).all()
-
-
-@pytest.mark.parametrize("index", ["exact", "hnsw"])
-def test_retriever_similar_items_by_cosine_including_cold_items(svd, index):
-    retriever = Retriever(svd, RetrievalConfig(index=index, hnsw_m=8))
-    vectors = svd.item_vectors()
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    cosine = unit @ unit[3]
-    cosine[3] = -np.inf
-    items, scores = retriever.similar_items(3, 5)
-    np.testing.assert_array_equal(items, np.argsort(-cosine, kind="stable")[:5])
-    np.testing.assert_allclose(scores, cosine[items], rtol=1e-5)
-    (new,) = retriever.add_items(7 * vectors[3])  # a cold item pointing exactly like item 3
-    assert retriever.similar_items(3, 5)[0][0] == new
-    assert retriever.similar_items(new, 1)[0][0] == 3
-
-
-def test_retriever_falls_back_to_full_scoring(synthetic):
-    model = EASE(l2=50).fit(synthetic.interactions)
-    retriever = Retriever(model)
-    assert retriever.index is None and not retriever.uses_vectors
-    users = np.arange(10)
-    items, scores = retriever.retrieve(users, 10, exclude=[[0, 1]] * 10, allowed=np.arange(60))
-    expected, expected_scores = model.recommend(users, 10, exclude=[[0, 1]] * 10, candidates=np.arange(60))
-    np.testing.assert_array_equal(items, expected)
-    np.testing.assert_allclose(scores, expected_scores)
-    with pytest.raises(ConfigError, match="item_vectors"):
-        retriever.add_items(np.zeros((1, 4)))
-    np.testing.assert_array_equal(retriever.similar_items(5, 4)[0], model.similar_items(5, 4)[0])
-
-
 def test_concurrent_adds_and_searches(catalog):
     import threading
 
@@ -272,3 +175,17 @@ def test_concurrent_adds_and_searches(catalog):
     for thread in threads:
         thread.join()
     assert not errors and len(index) == 2100 and index._index.ntotal == 2100
+
+
+def test_the_algorithms_import_no_service_web_or_live_state():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, recloop.rank.index, recloop.rank.rerank, recloop.rank.bandits, recloop.rank.explain; "
+            "print(sorted(m for m in sys.modules if m.startswith(('recloop.serve', 'fastapi', 'starlette'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.stdout.strip() == "[]"
