@@ -12,14 +12,18 @@ per user, and writes
 - ``docs/results/expansion-shape-<N>.json``: sizes, seconds, peak RSS and, for source and
   expansion, Gini and top-1%/top-20% shares of both distributions.
 
-Peak RSS is the process' high-water mark (``resource.getrusage``) right after the
-expansion: it includes Python, NumPy, pandas and the source log, not the plot.
+``expand_s`` is wall time and ``expand_cpu_s`` the process' CPU time for the expansion
+alone (the second is the steadier figure on a shared machine; the 1-minute load average
+is recorded beside them). Peak RSS is the process' high-water mark (``resource.getrusage``) right after the
+expansion: it includes Python, NumPy, pandas and the source log (``peak_rss_before_expand_gb``, the
+mark just before), not the plot.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -103,10 +107,13 @@ def main(argv: list[str] | None = None) -> dict:
     source = load_dataset(args.source, data_dir=args.data_dir)
     log = source.interactions
     config = ExpansionConfig(block_density=args.block_density, shard_rows=args.shard_rows)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     manifest = expand(log, target, args.output, args.seed, config=config, source_name=source.name)
     seconds = time.perf_counter() - start
-    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    peak_rss_gb = after.ru_maxrss / 2**20  # KiB on Linux
 
     items, users = expansion_counts(args.output, manifest)
     source_items = np.bincount(log.item_idx, minlength=log.n_items)
@@ -118,7 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
         "active_users": manifest["active_users"], "active_items": manifest["active_items"],
         "pattern_shape": manifest["pattern_shape"], "shards": len(manifest["shards"]),
         "bytes_on_disk": sum((args.output / s["file"]).stat().st_size for s in manifest["shards"]),
-        "expand_s": round(seconds, 2), "peak_rss_gb": round(peak_rss_gb, 3),
+        "expand_s": round(seconds, 2), "expand_cpu_s": round(cpu_seconds, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2), "peak_rss_gb": round(peak_rss_gb, 3),
+        "peak_rss_before_expand_gb": round(before.ru_maxrss / 2**20, 3),
         "item_popularity": {"source": shape(source_items), "expansion": shape(items)},
         "user_activity": {"source": shape(source_users), "expansion": shape(users)},
     }

@@ -23,8 +23,9 @@ do not reveal the block structure. Every copy keeps its source row's rating and
 timestamp, so a user's sequence follows its source user's order.
 
 Rows are generated one block row at a time (``n'`` blocks, about ``n_interactions / m'``
-rows), sorted by (user, timestamp) and written as Parquet shards; all interactions of a
-user sit in one shard, and memory is bounded by one shard, not by ``n_interactions``.
+rows) and written as Parquet shards in which each user's rows are contiguous and in time
+order (users themselves are not in id order); all interactions of a user sit in one
+shard, and memory is bounded by one shard, not by ``n_interactions``.
 Each block draws from its own generator seeded by ``(seed, a, b)``, so the output is the
 same for a seed whatever the shard size. ``manifest.json`` beside the shards records the
 source, seed, target, counts, pattern and the SHA-256 of each shard.
@@ -106,30 +107,28 @@ def expand(source_interactions: Interactions, n_interactions: int, output_dir: s
     user_perm = rng.permutation(n_users).astype(np.int32)
     item_perm = rng.permutation(n_items).astype(np.int32)
 
-    source_user, source_item = log.user_idx, log.item_idx
     user_seen = np.zeros(n_users, dtype=bool)
     item_seen = np.zeros(n_items, dtype=bool)
     shards: list[dict] = []
-    buffer: list[dict[str, np.ndarray]] = []
+    buffer: list[tuple[int, np.ndarray, np.ndarray]] = []  # (block row, source row, block column)
     buffered = 0
     for a in range(pattern.shape[0]):
+        kept = []
         for b in range(pattern.shape[1]):
             block_rng = np.random.default_rng(np.random.SeedSequence([seed, 1, a, b]))
-            keep = np.flatnonzero(block_rng.random(len(log), dtype=np.float32) < pattern[a, b])
-            columns = {"user_id": user_perm[a * log.n_users + source_user[keep]],
-                       "item_id": item_perm[b * log.n_items + source_item[keep]]}
-            if log.timestamp is not None:
-                columns["timestamp"] = log.timestamp[keep]
-            if log.rating is not None:
-                columns["rating"] = log.rating[keep]
-            buffer.append(columns)
-            buffered += len(keep)
-        last = a == pattern.shape[0] - 1
-        if buffered >= config.shard_rows or (last and buffered):
-            shard = _write_shard(buffer, output_dir / f"part-{len(shards):05d}.parquet", config.compression)
-            user_seen[shard.pop("_users")] = True
-            item_seen[shard.pop("_items")] = True
-            shards.append(shard)
+            kept.append(np.flatnonzero(block_rng.random(len(log), dtype=np.float32) < pattern[a, b]).astype(np.int32))
+        row = np.concatenate(kept)
+        column = np.repeat(np.arange(pattern.shape[1], dtype=np.int32), [len(k) for k in kept])
+        # The source is in canonical order (user, time), so its row number is a sort key for
+        # "by user, then time"; a stable sort merges the sorted blocks and keeps block order on ties.
+        order = np.argsort(row, kind="stable")
+        buffer.append((a, row[order], column[order]))
+        buffered += len(row)
+        if buffered >= config.shard_rows or (a == pattern.shape[0] - 1 and buffered):
+            table = _shard_table(log, buffer, user_perm, item_perm)
+            user_seen[table.column("user_id").to_numpy()] = True
+            item_seen[table.column("item_id").to_numpy()] = True
+            shards.append(_write_shard(table, output_dir / f"part-{len(shards):05d}.parquet", config.compression))
             buffer, buffered = [], 0
 
     total = sum(s["rows"] for s in shards)
@@ -199,15 +198,25 @@ def _scaled_to_sum(pattern: np.ndarray, target: float) -> np.ndarray:
     return np.minimum(high * pattern, 1.0)
 
 
-def _write_shard(blocks: list[dict[str, np.ndarray]], path: Path, compression: str) -> dict:
-    columns = {name: np.concatenate([block[name] for block in blocks]) for name in blocks[0]}
-    keys = (columns["user_id"],) if "timestamp" not in columns else (columns["timestamp"], columns["user_id"])
-    order = np.lexsort(keys)  # by user, then time; stable, so ties keep block order
-    table = pa.table({name: values[order] for name, values in columns.items()})
+def _shard_table(log: Interactions, block_rows: list[tuple[int, np.ndarray, np.ndarray]],
+                 user_perm: np.ndarray, item_perm: np.ndarray) -> pa.Table:
+    """The expanded columns of some block rows; each user's rows together, oldest first."""
+    a = np.concatenate([np.full(len(rows), a, dtype=np.int64) for a, rows, _ in block_rows])
+    row = np.concatenate([rows for _, rows, _ in block_rows])
+    b = np.concatenate([columns for _, _, columns in block_rows])
+    columns = {"user_id": user_perm[a * log.n_users + log.user_idx[row]],
+               "item_id": item_perm[b * log.n_items + log.item_idx[row]]}
+    if log.timestamp is not None:
+        columns["timestamp"] = log.timestamp[row]
+    if log.rating is not None:
+        columns["rating"] = log.rating[row]
+    return pa.table(columns)
+
+
+def _write_shard(table: pa.Table, path: Path, compression: str) -> dict:
     pq.write_table(table, path, compression=compression)
     return {"file": path.name, "rows": table.num_rows, "sha256": _sha256(path),
-            "columns": {name: str(table.schema.field(name).type) for name in table.column_names},
-            "_users": columns["user_id"], "_items": columns["item_id"]}
+            "columns": {name: str(table.schema.field(name).type) for name in table.column_names}}
 
 
 def read_manifest(output_dir: str | Path) -> dict:
