@@ -2,23 +2,24 @@
 
 After F. Belletti, K. Lakshmanan, W. Krichene, Y.-F. Chen and J. Anderson, "Scalable
 Realistic Recommendation Datasets through Fractal Expansions" (arXiv:1901.08910, 2019)
-and its randomized follow-up. The source's user x item matrix ``R`` (``m x n``) is reduced
+and its follow-up "Scaling Up Collaborative Filtering Data Sets through Randomized Fractal
+Expansions" (same authors, 2019). The source's user x item matrix ``R`` (``m x n``) is reduced
 to a small pattern ``P`` (``m' x n'``); the expansion is the Kronecker product
 ``P (x) R``: block ``(a, b)`` is a copy of ``R`` in which every interaction is kept with
 probability ``P[a, b]`` (the paper's stochastic dropout). Expanded user ``a*m + u`` is
 source user ``u`` seen through block row ``a``, so its activity is ``deg(u)`` scaled by
 the row's weight; item popularity likewise. The fat tails of user activity and item
-popularity, and the singular value spectrum (products of both factors' spectra), carry
-over; the count of interactions is ``len(R) * sum(P)`` in expectation.
+popularity, and (up to the dropout's noise) the singular value spectrum, the products of
+both factors' spectra, carry over; the count of interactions is ``len(R) * sum(P)`` in expectation.
 
 The pattern comes from a random low-rank reduction: a rank-``k`` SVD ``R ~ U S V^T``,
 whose rows of ``U`` (users) and ``V`` (items) are averaged over ``m'`` and ``n'`` random
 groups, so that ``P ~ U' S V'^T`` holds the density of the low-rank approximation over
-each (user group, item group) block. Departures from the paper: ``P`` is divided by its
+each (user group, item group) block. Choices made here rather than taken from the paper
+(which fixes the pattern's size and lets the count follow): ``P`` is divided by its
 maximum and then scaled (clipped at 1) so that the expected count hits the requested
-``n_interactions``, instead of being min-max normalised; the block shape ``m' x n'`` is
-chosen from the target (square, with a mean keep probability near ``block_density``);
-and both expanded vocabularies are shuffled by one seeded permutation each so that ids
+``n_interactions``; the block shape ``m' x n'`` is chosen from the target (square, with a
+mean keep probability near ``block_density``); and both expanded vocabularies are shuffled by one seeded permutation each so that ids
 do not reveal the block structure. Every copy keeps its source row's rating and
 timestamp, so a user's sequence follows its source user's order.
 
@@ -46,7 +47,7 @@ import pyarrow.parquet as pq
 import scipy.sparse.linalg as spla
 
 from recloop.data.interactions import Interactions
-from recloop.errors import DataError
+from recloop.errors import ConfigError, DataError
 
 MANIFEST = "manifest.json"
 FORMAT = "recloop-fractal-expansion/1"
@@ -69,11 +70,11 @@ class ExpansionConfig:
 
     def __post_init__(self):
         if not 0.0 < self.block_density <= 1.0:
-            raise DataError(f"ExpansionConfig.block_density is {self.block_density}; it must be in (0, 1]")
+            raise ConfigError(f"ExpansionConfig.block_density is {self.block_density}; it must be in (0, 1]")
         if self.rank < 1:
-            raise DataError(f"ExpansionConfig.rank is {self.rank}; it must be at least 1")
+            raise ConfigError(f"ExpansionConfig.rank is {self.rank}; it must be at least 1")
         if self.shard_rows < 1:
-            raise DataError(f"ExpansionConfig.shard_rows is {self.shard_rows}; it must be at least 1")
+            raise ConfigError(f"ExpansionConfig.shard_rows is {self.shard_rows}; it must be at least 1")
 
 
 def expand(source_interactions: Interactions, n_interactions: int, output_dir: str | Path, seed: int = 0, *,

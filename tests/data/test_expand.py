@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from recloop.data import ColumnMapping, load_dataset
+from recloop.data import ColumnMapping, Interactions, load_dataset
 from recloop.data.expand import ExpansionConfig, expand, read_manifest, verify
-from recloop.errors import DataError
+from recloop.errors import ConfigError, DataError
 from recloop.evaluate.metrics import gini
 
 TARGET = 300_000
@@ -131,3 +131,24 @@ def test_refuses_a_non_empty_folder_and_a_shrinking_target(source, tmp_path):
         expand(source, 200_000, tmp_path, seed=0)
     with pytest.raises(DataError, match="at least as many"):
         expand(source, 1_000, tmp_path / "new", seed=0)
+
+
+def test_a_log_without_ratings_or_times_expands_to_two_columns(tmp_path):
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 40, 600)
+    items = (rng.pareto(1.2, 600) * 5).astype(int) % 80  # a popularity tail
+    log = Interactions.from_ids(users, items)
+    manifest = expand(log, 6_000, tmp_path / "out", seed=1)
+    assert manifest["columns"] == ["user_id", "item_id"]
+    assert abs(manifest["interactions"] - 6_000) / 6_000 < 0.05
+    table = pq.read_table(tmp_path / "out" / manifest["shards"][0]["file"])
+    assert table.column_names == ["user_id", "item_id"]
+    assert table.column("user_id").to_numpy().max() < manifest["users"]
+    assert table.column("item_id").to_numpy().max() < manifest["items"]
+
+
+def test_config_values_out_of_range_are_refused():
+    with pytest.raises(ConfigError, match="block_density"):
+        ExpansionConfig(block_density=0.0)
+    with pytest.raises(ConfigError, match="shard_rows"):
+        ExpansionConfig(shard_rows=0)
