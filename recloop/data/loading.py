@@ -61,6 +61,8 @@ def infer_format(path: Path) -> str:
                                ("ratings.csv", "movielens")):
             if (path / marker).is_file():
                 return format
+        if any(path.glob("*.parquet")):
+            return "table"
         raise DataError(f"{path}: no known dataset layout (expected u.data, ratings.dat or ratings.csv); "
                         "pass a file and format='table' with a column mapping for your own data")
     if path.suffix in (".csv", ".tsv", ".parquet"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from recloop.errors import DataError
 
@@ -56,7 +57,10 @@ def read_table(path: Path, columns: Sequence[str] | None, sep: str, header: bool
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
+    """One Parquet file, or all ``*.parquet`` shards of a folder (in name order) as one table."""
     try:
+        if path.is_dir():
+            return pq.ParquetDataset(sorted(path.glob("*.parquet"))).read().to_pandas()
         return pd.read_parquet(path)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None

@@ -25,10 +25,11 @@ class ColumnMapping:
 
 
 def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = ",", name: str | None = None) -> Dataset:
-    """Load a ``.csv``/``.tsv``/``.txt`` (with a header row) or ``.parquet`` file."""
+    """Load a ``.csv``/``.tsv``/``.txt`` (with a header row) or ``.parquet`` file, or a folder of
+    ``.parquet`` shards (read as one table)."""
     path = Path(path)
     required = [c for c in (columns.user, columns.item, columns.rating, columns.timestamp) if c is not None]
-    if path.suffix == ".parquet":
+    if path.suffix == ".parquet" or path.is_dir():
         frame = read_parquet(path)
         missing = [c for c in required if c not in frame.columns]
         if missing:
