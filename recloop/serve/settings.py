@@ -11,12 +11,12 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from recloop.config import from_dict
 from recloop.errors import ConfigError
 from recloop.serve.events import EventPolicy
 from recloop.serve.pipeline import PipelineConfig
 from recloop.serve.retrieval import RetrievalConfig
 from recloop.serve.stages import ExplainConfig, ExploreConfig, RerankConfig
+from recloop.typed_config import from_dict
 
 ENV_VAR = "RECLOOP_SERVE_SETTINGS"
 
