@@ -36,6 +36,7 @@ from recloop.data.features import Features
 from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError, NotFittedError
+from recloop.models.artifact_writer import save_artifact
 from recloop.typed_config import from_dict
 
 UNKNOWN_USER = -1  # user_idx of a user the model was not fitted on (history only)
@@ -114,7 +115,7 @@ class Recommender(ABC):
 
     def _check_fitted(self, action: str) -> None:
         if not self.is_fitted:
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or Recommender.load() "
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or recloop.artifact.load_model() "
                                  f"before {action}()")
 
     @property
@@ -208,18 +209,11 @@ class Recommender(ABC):
         """Restore what ``_get_state`` returned."""
 
     def save(self, path: str | Path, metrics: dict | None = None, extra: dict | None = None) -> Path:
-        """Write this fitted model as an artifact directory (see :mod:`recloop.artifact`)."""
-        from recloop.artifact import save_artifact
-
+        """Write this fitted model as an artifact directory (see
+        :mod:`recloop.models.artifact_writer`); read it back with
+        :func:`recloop.artifact.load_artifact` (or ``load_model``)."""
         self._check_fitted("save")
         return save_artifact(self, Path(path), metrics=metrics, extra=extra)
-
-    @staticmethod
-    def load(path: str | Path) -> Recommender:
-        """Load any model saved with :meth:`save`."""
-        from recloop.artifact import load_artifact
-
-        return load_artifact(Path(path)).model
 
 
 def build_config(config_class: type, values: dict[str, Any], owner: str) -> Any:
