@@ -32,8 +32,19 @@ from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions
 from recloop.errors import ArtifactError, RecloopError
 from recloop.models import MODELS, Recommender
-from recloop.models.artifact_writer import (EXTRA, FEATURES, FORMAT, FORMAT_VERSION, HEADER, HISTORY, ITEMS, METRICS,
-                                            STATE, USERS, save_artifact)
+from recloop.models.artifact_writer import (
+    EXTRA,
+    FEATURES,
+    FORMAT,
+    FORMAT_VERSION,
+    HEADER,
+    HISTORY,
+    ITEMS,
+    METRICS,
+    STATE,
+    USERS,
+    save_artifact,
+)
 
 __all__ = ["Artifact", "ArtifactError", "load_artifact", "load_model", "save_artifact"]
 
