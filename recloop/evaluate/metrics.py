@@ -19,7 +19,6 @@ import scipy.sparse as sp
 from recloop.utils import gini  # shared with Dataset.describe (the data layer), so it lives below both
 
 
-
 def _discounts(k: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, k + 2))
 
