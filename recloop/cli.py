@@ -294,10 +294,11 @@ def cmd_train(args) -> int:
     config = _load(args)
     data = _prepare(args, config)
     run = run_model(config.model, data, config, progress=not args.quiet)
+    if _is_main():
+        _print_run(run)
+    served = _served(run, data, args)  # every rank: under torchrun the refit trains data-parallel too
     if not _is_main():
         return 0
-    _print_run(run)
-    served = _served(run, data, args)
     served.model.save(args.output, metrics=served.record(), extra={"experiment": config.to_dict()})
     print(f"artifact written to {args.output} ({_fitted_on(served)})", file=sys.stderr)
     return 0
@@ -359,6 +360,8 @@ def cmd_compare(args) -> int:
         if not args.quiet:
             print(f"  {spec.display_name}: ndcg@10 {run.test.summary().get('ndcg@10', float('nan')):.4f} "
                   f"({time.perf_counter() - start:.1f}s)", file=sys.stderr)
+    # every rank refits: under torchrun the refit trains data-parallel too
+    served = {label: _served(run, data, args) for label, run in runs.items()} if args.output else {}
     if not _is_main():
         return 0
     results = {label: run.test for label, run in runs.items()}
@@ -368,10 +371,8 @@ def cmd_compare(args) -> int:
                "models": {label: run.record() for label, run in runs.items()}}
     if args.output:
         output = Path(args.output)
-        for label, run in runs.items():
-            served = _served(run, data, args)
-            served.model.save(output / "models" / label, metrics=served.record(),
-                              extra={"experiment": config.to_dict()})
+        for label, run in served.items():
+            run.model.save(output / "models" / label, metrics=run.record(), extra={"experiment": config.to_dict()})
         (output / "results.json").write_text(json.dumps(records, indent=1))
         report = write_html_report(output / "report.html", f"recloop compare: {config.name}", results, fit_seconds,
                                    data.split.train.item_counts(), data.dataset.describe(),
