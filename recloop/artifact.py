@@ -1,42 +1,52 @@
-"""The on-disk form of a fitted model: a directory of plain arrays and JSON, no pickle.
+"""Loading a fitted model back: any artifact directory, checked before it is used.
 
-::
+The format and its writer are in :mod:`recloop.models.artifact_writer` (``model.save``
+calls it); this module reads it back, resolving the model class by name through the
+registry, so it sits above ``recloop.models``. A reloaded model gives bit-identical
+scores: every array round-trips exactly.
 
-    artifact/
-      model.json            format version, model name, hyperparameters, recloop version
-      state.safetensors     the model's learned arrays
-      history.safetensors   the interactions it was fitted on (known items, histories)
-      users.json items.json external ids in index order
-      item_features.json    side features, when the model had them
-      user_features.json
-      metrics.json          evaluation results, when there are any
-      extra.json            anything else the writer attaches (experiment config, timings)
-
-A reloaded model gives bit-identical scores: every array round-trips exactly.
+Everything read is checked, and each failure is an :class:`~recloop.errors.ArtifactError`
+naming the file and the problem (never a bare JSON, key or safetensors error): required
+files present; JSON files parseable; ``model.json`` naming a known model with a valid
+config; ``users.json``/``items.json`` lists of unique ids whose counts match the header;
+each state array's dtype and shape as the header records them (an ``int8`` array where
+the model saved ``float32`` is refused); no NaN or infinite value in a floating state
+array; the fitted-on history inside the vocabularies; and finally one scoring call (the
+first and last user) that must give ``(2, n_items)`` scores without NaN, which catches
+weights that do not fit the id lists in any model.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
 
-from recloop import __version__
 from recloop.data.features import Features
 from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions
-from recloop.errors import DataError
+from recloop.errors import ArtifactError, RecloopError
+from recloop.models import MODELS, Recommender
+from recloop.models.artifact_writer import (
+    EXTRA,
+    FEATURES,
+    FORMAT,
+    FORMAT_VERSION,
+    HEADER,
+    HISTORY,
+    ITEMS,
+    METRICS,
+    STATE,
+    USERS,
+    save_artifact,
+)
 
-FORMAT = "recloop-artifact"
-FORMAT_VERSION = 1
+__all__ = ["Artifact", "ArtifactError", "load_artifact", "load_model", "save_artifact"]
 
 
 @dataclass
@@ -49,86 +59,162 @@ class Artifact:
     extra: dict
 
 
-def save_artifact(model, path: Path, metrics: dict | None = None, extra: dict | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically (a half-written artifact never appears)."""
+def load_model(path: str | Path) -> Recommender:
+    """The model of the artifact at ``path`` (see :func:`load_artifact`)."""
+    return load_artifact(path).model
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Read and check an artifact directory written by ``model.save`` / ``save_artifact``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is not a recloop artifact: no such directory "
+                            "(write one with `recloop train CONFIG --output DIR`)")
+    if not (path / HEADER).is_file():
+        raise ArtifactError(f"{path} is not a recloop artifact: {HEADER} is missing "
+                            "(write one with `recloop train CONFIG --output DIR`)")
+    header = _read_json(path, HEADER, dict)
+    model = _build_model(path, header)
+    users = _read_ids(path, USERS, "user", header)
+    items = _read_ids(path, ITEMS, "item", header)
+    state = _read_state(path, header)
+    history = _read_arrays(path, HISTORY)
     try:
-        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "recloop_version": __version__,
-                  "model": model.name, "config": _jsonable(dataclasses.asdict(model.config))}
-        _write_json(staging / "model.json", header)
-        state = {k: np.ascontiguousarray(v) for k, v in model._get_state().items()}
-        save_file(state, str(staging / "state.safetensors"))
-        save_file({k: np.ascontiguousarray(v) for k, v in model.history_.to_arrays().items()},
-                  str(staging / "history.safetensors"))
-        _write_json(staging / "users.json", model.users_.to_list())
-        _write_json(staging / "items.json", model.items_.to_list())
-        for name in ("item_features", "user_features"):
-            features = getattr(model, f"{name}_", None)
-            if features is not None:
-                _write_json(staging / f"{name}.json", features.to_dict())
-        _write_json(staging / "metrics.json", _jsonable(metrics or {}))
-        _write_json(staging / "extra.json", _jsonable(extra or {}))
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / "artifact")
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return path
-
-
-def load_artifact(path: Path) -> Artifact:
-    """Read an artifact directory written by :func:`save_artifact`."""
-    from recloop.models import get_model_class
-
-    path = Path(path)
-    header_path = path / "model.json"
-    if not header_path.is_file():
-        raise DataError(f"{path} is not a recloop artifact: {header_path.name} is missing "
-                        "(write one with `recloop train CONFIG --output DIR`)")
-    header = json.loads(header_path.read_text())
-    if header.get("format") != FORMAT or header.get("format_version", 0) > FORMAT_VERSION:
-        raise DataError(f"{path}: unsupported artifact format {header.get('format')!r} "
-                        f"version {header.get('format_version')!r}")
-    model_class = get_model_class(header["model"])
-    model = model_class(**header["config"])
-    users = IdMap(json.loads((path / "users.json").read_text()), "user")
-    items = IdMap(json.loads((path / "items.json").read_text()), "item")
+        model.history_ = Interactions.from_arrays(history, users, items)
+    except (RecloopError, KeyError, ValueError, IndexError, TypeError) as error:
+        raise ArtifactError(f"{path / HISTORY}: the fitted-on interactions do not fit {USERS} ({len(users)} ids) "
+                            f"and {ITEMS} ({len(items)} ids): {_reason(error)}") from None
     model.users_, model.items_ = users, items
-    model.history_ = Interactions.from_arrays(load_file(str(path / "history.safetensors")), users, items)
-    for name in ("item_features", "user_features"):
-        file = path / f"{name}.json"
-        setattr(model, f"{name}_", Features.from_dict(json.loads(file.read_text())) if file.is_file() else None)
-    model._set_state(load_file(str(path / "state.safetensors")))
-    return Artifact(path, model, _read_json(path / "metrics.json"), _read_json(path / "extra.json"))
+    for name in FEATURES:
+        file = f"{name}.json"
+        features = None
+        if (path / file).is_file():
+            try:
+                features = Features.from_dict(_read_json(path, file, dict))
+            except ArtifactError:
+                raise
+            except (RecloopError, KeyError, ValueError, IndexError, TypeError) as error:
+                raise ArtifactError(f"{path / file}: not a valid features table: {_reason(error)}") from None
+        setattr(model, f"{name}_", features)
+    try:
+        model._set_state(state)
+    except (RecloopError, KeyError, ValueError, IndexError, TypeError, RuntimeError) as error:
+        raise ArtifactError(f"{path / STATE}: the arrays do not make a {header['model']} model with "
+                            f"{len(users)} users and {len(items)} items: {_reason(error)}") from None
+    _check_scores(path, model)
+    metrics = _read_json(path, METRICS, dict) if (path / METRICS).is_file() else {}
+    extra = _read_json(path, EXTRA, dict) if (path / EXTRA).is_file() else {}
+    return Artifact(path, model, metrics, extra)
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+# --- the checks -------------------------------------------------------------------------------------
+def _read_json(path: Path, name: str, kind: type) -> Any:
+    file = path / name
+    if not file.is_file():
+        raise ArtifactError(f"{path} is not a complete artifact: {name} is missing")
+    try:
+        data = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ArtifactError(f"{file}: not UTF-8 text (byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise ArtifactError(f"{file}: invalid JSON: {error}") from None
+    if not isinstance(data, kind):
+        raise ArtifactError(f"{file}: expected a JSON {'object' if kind is dict else 'list'}, "
+                            f"got {type(data).__name__}")
+    return data
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+def _build_model(path: Path, header: dict) -> Recommender:
+    file = path / HEADER
+    if header.get("format") != FORMAT or not isinstance(header.get("format_version"), int) \
+            or not 1 <= header["format_version"] <= FORMAT_VERSION:
+        raise ArtifactError(f"{file}: unsupported artifact format {header.get('format')!r} version "
+                            f"{header.get('format_version')!r} (this recloop reads {FORMAT!r} 1..{FORMAT_VERSION})")
+    name, config = header.get("model"), header.get("config")
+    if name not in MODELS:
+        raise ArtifactError(f"{file}: unknown model {name!r}; models are {sorted(MODELS)}")
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{file}: 'config' must be an object of {name} hyperparameters")
+    try:
+        return MODELS[name](**config)
+    except RecloopError as error:
+        raise ArtifactError(f"{file}: invalid {name} config: {error}") from None
 
 
-def _jsonable(value: Any) -> Any:
-    """Tuples to lists, numpy scalars to Python, paths to strings."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+def _read_ids(path: Path, name: str, kind: str, header: dict) -> IdMap:
+    ids = _read_json(path, name, list)
+    expected = header.get(f"n_{kind}s")
+    if expected is not None and len(ids) != expected:
+        raise ArtifactError(f"{path / name} holds {len(ids)} {kind} ids, but the model was saved with {expected}")
+    if not all(isinstance(x, str) for x in ids):
+        raise ArtifactError(f"{path / name}: {kind} ids must be strings")
+    try:
+        return IdMap(ids, kind)
+    except ValueError as error:
+        raise ArtifactError(f"{path / name}: {error}") from None
+
+
+def _read_arrays(path: Path, name: str) -> dict[str, np.ndarray]:
+    file = path / name
+    if not file.is_file():
+        raise ArtifactError(f"{path} is not a complete artifact: {name} is missing")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ArtifactError(f"{file}: not a readable safetensors file (truncated or corrupt?): "
+                            f"{_reason(error)}") from None
+
+
+def _read_state(path: Path, header: dict) -> dict[str, np.ndarray]:
+    state = _read_arrays(path, STATE)
+    file = path / STATE
+    schema = header.get("state")
+    if isinstance(schema, dict):  # format 2: the dtype and shape of every array, as saved
+        if set(schema) != set(state):
+            missing, unexpected = sorted(set(schema) - set(state)), sorted(set(state) - set(schema))
+            raise ArtifactError(f"{file}: arrays differ from {HEADER}: missing {missing}, unexpected {unexpected}")
+        for key, array in state.items():
+            saved = schema[key]
+            if not isinstance(saved, dict):
+                raise ArtifactError(f"{path / HEADER}: state entry {key!r} must be an object with dtype and shape")
+            if array.dtype.name != saved.get("dtype"):
+                raise ArtifactError(f"{file}: {key!r} is {array.dtype.name}, but the model saved it as "
+                                    f"{saved.get('dtype')}")
+            if list(array.shape) != list(saved.get("shape", [])):
+                raise ArtifactError(f"{file}: {key!r} has shape {list(array.shape)}, but the model saved "
+                                    f"{saved.get('shape')}")
+    for key, array in state.items():
+        if np.issubdtype(array.dtype, np.floating) and array.size:
+            bad = _count_non_finite(array)
+            if bad:
+                raise ArtifactError(f"{file}: {key!r} has {bad} NaN or infinite values of {array.size}; "
+                                    "the model diverged or the file is corrupt")
+    return state
+
+
+def _count_non_finite(array: np.ndarray, block: int = 1 << 22) -> int:
+    """NaN and infinite values, counted in blocks (no full-size mask for a 12k x 12k EASE)."""
+    flat = array.reshape(-1)
+    return sum(int(np.count_nonzero(~np.isfinite(flat[i:i + block]))) for i in range(0, flat.size, block))
+
+
+def _check_scores(path: Path, model: Recommender) -> None:
+    """One scoring call on the first and the last user: the arrays must fit the id lists."""
+    if model.n_users == 0:
+        return
+    users = np.unique([0, model.n_users - 1])
+    try:
+        scores = model.score(users)
+    except (RecloopError, KeyError, ValueError, IndexError, TypeError, RuntimeError) as error:
+        raise ArtifactError(f"{path}: the {model.name} state does not fit {USERS} ({model.n_users} ids) and "
+                            f"{ITEMS} ({model.n_items} ids): scoring fails with {_reason(error)}") from None
+    if scores.shape != (len(users), model.n_items):
+        raise ArtifactError(f"{path}: the {model.name} state scores {scores.shape[-1]} items, but {ITEMS} holds "
+                            f"{model.n_items} ids")
+    if np.isnan(scores).any():
+        raise ArtifactError(f"{path}: the {model.name} model scores NaN; the artifact is corrupt")
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__

@@ -55,19 +55,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_path", default=None, help="also write the description as JSON")
     data_options(p)
 
-    p = sub.add_parser("train", help="fit the config's model, evaluate it, save the artifact")
-    experiment_options(p)
-    p.add_argument("--output", "-o", required=True, help="artifact directory to write")
-    p.add_argument("--model", default=None, help="pick one model of a multi-model config by name or label")
+    def refit_option(p):
+        p.add_argument("--no-refit-all", dest="refit_all", action="store_false",
+                       help="save the evaluated model itself (fitted on the training split) instead of the "
+                            "served model refitted on every interaction")
 
-    p = sub.add_parser("evaluate", help="fit and evaluate the config's model; print and save metrics")
+    served = ("The saved artifact is the served model: after the evaluation, a fresh model with the chosen "
+              "hyperparameters (and early-stopping epoch count) refitted on every interaction of the "
+              "preprocessed dataset (train + valid + test), so it knows each user's whole history. Its "
+              "metrics.json holds the evaluated model's metrics (fitted on the training split, tested on "
+              "the test split).")
+    p = sub.add_parser("train", help="evaluate the config's model, then save the served artifact (refitted on "
+                                     "all interactions)", description=served)
+    experiment_options(p)
+    p.add_argument("--output", "-o", required=True, help="artifact directory to write (the served model)")
+    p.add_argument("--model", default=None, help="pick one model of a multi-model config by name or label")
+    refit_option(p)
+
+    p = sub.add_parser("evaluate", help="fit and evaluate the config's model; print and save metrics (no artifact)")
     experiment_options(p)
     p.add_argument("--json", dest="json_path", default=None, help="write metrics JSON here")
     p.add_argument("--model", default=None, help="pick one model of a multi-model config by name or label")
 
-    p = sub.add_parser("compare", help="several models on one split: table, artifacts, HTML report")
+    p = sub.add_parser("compare", help="several models on one split: table, HTML report, served artifacts",
+                       description="Evaluates every model of the config on one split. " + served)
     experiment_options(p)
-    p.add_argument("--output", "-o", default=None, help="folder for artifacts, results.json and report.html")
+    p.add_argument("--output", "-o", default=None,
+                   help="folder for results.json and report.html (the evaluated models' metrics) and "
+                        "models/LABEL (the served artifacts, refitted on all interactions)")
+    refit_option(p)
     p.add_argument("--json", dest="json_path", default=None, help="write all metrics as JSON here")
 
     p = sub.add_parser("recommend", help="top-k items for a user (or a list of recent items) from an artifact")
@@ -266,12 +282,32 @@ def cmd_train(args) -> int:
     config = _load(args)
     data = _prepare(args, config)
     run = run_model(config.model, data, config, progress=not args.quiet)
+    if _is_main():
+        _print_run(run)
+    served = _served(run, data, args)  # every rank: under torchrun the refit trains data-parallel too
     if not _is_main():
         return 0
-    run.model.save(args.output, metrics=run.record(), extra={"experiment": config.to_dict()})
-    _print_run(run)
-    print(f"artifact written to {args.output}", file=sys.stderr)
+    served.model.save(args.output, metrics=served.record(), extra={"experiment": config.to_dict()})
+    print(f"artifact written to {args.output} ({_fitted_on(served)})", file=sys.stderr)
     return 0
+
+
+def _served(run, data, args):
+    """The run whose model is saved: refitted on every interaction unless --no-refit-all."""
+    from recloop.experiment import refit_all
+
+    if not args.refit_all:
+        return run
+    if not args.quiet:
+        print(f"refitting {run.label} on all {len(data.dataset.interactions)} interactions for serving ...",
+              file=sys.stderr)
+    return refit_all(run, data)
+
+
+def _fitted_on(run) -> str:
+    if run.fitted_on == "all":
+        return f"served model, refitted on all {len(run.model.history_)} interactions"
+    return f"evaluated model, fitted on {len(run.model.history_)} training interactions"
 
 
 @command("evaluate")
@@ -312,6 +348,8 @@ def cmd_compare(args) -> int:
         if not args.quiet:
             print(f"  {spec.display_name}: ndcg@10 {run.test.summary().get('ndcg@10', float('nan')):.4f} "
                   f"({time.perf_counter() - start:.1f}s)", file=sys.stderr)
+    # every rank refits: under torchrun the refit trains data-parallel too
+    served = {label: _served(run, data, args) for label, run in runs.items()} if args.output else {}
     if not _is_main():
         return 0
     results = {label: run.test for label, run in runs.items()}
@@ -321,13 +359,14 @@ def cmd_compare(args) -> int:
                "models": {label: run.record() for label, run in runs.items()}}
     if args.output:
         output = Path(args.output)
-        for label, run in runs.items():
+        for label, run in served.items():
             run.model.save(output / "models" / label, metrics=run.record(), extra={"experiment": config.to_dict()})
         (output / "results.json").write_text(json.dumps(records, indent=1))
         report = write_html_report(output / "report.html", f"recloop compare: {config.name}", results, fit_seconds,
                                    data.split.train.item_counts(), data.dataset.describe(),
                                    Path(args.config).read_text())
-        print(f"artifacts in {output / 'models'}, report at {report}", file=sys.stderr)
+        print(f"artifacts in {output / 'models'} ({'served models, refitted on all interactions' if args.refit_all else 'evaluated models'}), "
+              f"report at {report}", file=sys.stderr)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(records, indent=1))
     return 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,17 +33,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from recloop.config import DataConfig, ModelSpec, apply_override, from_dict, model_spec, read_toml
+from recloop.config import DataConfig, ModelSpec, model_spec
 from recloop.data.dataset import Dataset
 from recloop.data.interactions import Interactions, UserHistories
-from recloop.data.loading import load_dataset
-from recloop.data.preprocess import PreprocessConfig, preprocess
+from recloop.data.preprocess import PreprocessConfig
 from recloop.data.splits import ratio_split
-from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError, DataError
 from recloop.evaluate.evaluator import EvaluationConfig, EvaluationResult, Evaluator
+from recloop.experiment import build_model, fit, load_data
 from recloop.models import Recommender, get_model_class
 from recloop.models.base import UNKNOWN_USER
+from recloop.typed_config import apply_override, from_dict, read_toml
 from recloop.utils import make_rng
 
 
@@ -253,30 +252,29 @@ class ColdStartRecord:
                 "metrics": self.metrics, "n_users": self.n_users, "fit_seconds": self.fit_seconds}
 
 
-def _build(spec: ModelSpec, seed: int) -> Recommender:
-    """The model of ``spec``, its own seed (or its trainer's) set to the split seed."""
-    model_class = get_model_class(spec.name)
-    params = dict(spec.params)
-    fields = {f.name for f in dataclasses.fields(model_class.config_class)}
+def seeded(spec: ModelSpec, seed: int) -> dict:
+    """Overrides that set the model's own seed (or its trainer's) to the split seed."""
+    config_class = get_model_class(spec.name).config_class
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    overrides: dict[str, Any] = {}
     if "seed" in fields:
-        params["seed"] = seed
+        overrides["seed"] = seed
     if "train" in fields:
-        train = params.get("train", {})
-        params["train"] = ({**train, "seed": seed} if isinstance(train, Mapping)
-                           else dataclasses.replace(train, seed=seed))
-    return model_class(**params)
+        train = spec.params.get("train", {})
+        overrides["train"] = ({**train, "seed": seed} if isinstance(train, Mapping)
+                              else dataclasses.replace(train, seed=seed))
+    return overrides
 
 
 def _fit(model: Recommender, dataset: Dataset, train: Interactions, valid_ratio: float, seed: int) -> float:
-    """Fit on ``train``; a model that stops early first gives up ``valid_ratio`` of each
-    user's interactions as its validation set (warm items only, full ranking)."""
-    start = time.perf_counter()
+    """The experiment's :func:`~recloop.experiment.fit` on ``train``; a model that stops
+    early first gives up ``valid_ratio`` of each user's interactions as its validation
+    set (warm items only, full ranking)."""
     valid = None
     if model.uses_validation and valid_ratio > 0:
         parts = ratio_split(train, valid_ratio, seed=seed)
         train, valid = parts.train, parts.test
-    model.fit(train, item_features=dataset.item_features, user_features=dataset.user_features, valid=valid)
-    return time.perf_counter() - start
+    return fit(model, dataset, train, valid)
 
 
 def run_cold_start(config: ColdStartConfig, dataset: Dataset | None = None, data_dir: str | Path | None = None,
@@ -284,10 +282,7 @@ def run_cold_start(config: ColdStartConfig, dataset: Dataset | None = None, data
                    log=None) -> list[ColdStartRecord]:
     """Run both protocols of ``config`` on every seed; ``dataset`` skips loading."""
     if dataset is None:
-        d = config.data
-        dataset = load_dataset(d.dataset, d.format, data_dir=data_dir, cache_dir=cache_dir, download=download,
-                               columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep)
-        dataset = preprocess(dataset, config.preprocess)
+        dataset = load_data(config.data, config.preprocess, data_dir, cache_dir, download)
     say = log or (lambda message: None)
     records: list[ColdStartRecord] = []
     for seed in config.seeds:
@@ -296,7 +291,7 @@ def run_cold_start(config: ColdStartConfig, dataset: Dataset | None = None, data
             say(f"seed {seed}: {len(split.cold_items)} cold items, {len(split.test)} held-out interactions of "
                 f"{len(split.test.active_users())} users")
             for spec in config.cold_items.models:
-                model = _build(spec, seed)
+                model = build_model(spec, seeded(spec, seed))
                 seconds = _fit(model, dataset, split.train, config.cold_items.valid_ratio, seed)
                 result = evaluate_cold_items(model, split, config.evaluation)
                 records.append(ColdStartRecord("cold-items", spec.display_name, seed, result.summary(),
@@ -315,7 +310,7 @@ def run_cold_start(config: ColdStartConfig, dataset: Dataset | None = None, data
             split = new_user_split(dataset.interactions, config.new_users.fraction, seed)
             say(f"seed {seed}: {len(split.new_users)} new users, {len(split.test)} held-out interactions")
             for spec in config.new_users.models:
-                model = _build(spec, seed)
+                model = build_model(spec, seeded(spec, seed))
                 seconds = _fit(model, dataset, split.train, config.new_users.valid_ratio, seed)
                 for n in config.new_users.given:
                     result = evaluate_new_users(model, split, n, config.evaluation)

@@ -27,9 +27,7 @@ An experiment file looks like::
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-import types
-import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,11 @@ from recloop.data.preprocess import PreprocessConfig
 from recloop.data.splits import SplitConfig
 from recloop.errors import ConfigError, closest
 from recloop.evaluate.evaluator import EvaluationConfig
+from recloop.models import MODELS
+
+# The generic reader lives in recloop.typed_config; imported here because this module uses it
+# (and code that imported it from recloop.config keeps working).
+from recloop.typed_config import apply_override, from_dict, parse_value, plain, read_toml, set_path
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,18 @@ class ModelSpec:
 class ExperimentConfig:
     """One experiment: data, preprocessing, split, model(s), evaluation.
 
-    ``refit``: after choosing hyperparameters on validation, fit again on training
-    plus validation before the test evaluation (models that stop early on validation
-    keep their fit).
+    ``refit`` (the one refit switch, for classic and neural models alike): after
+    validation has chosen the hyperparameters (a ``grid``) and, for a model that stops
+    early, the epoch count, fit a fresh model with those choices on training plus
+    validation and test that one. The validation interactions (in a leave-one-out split
+    each user's most recent one) then become training data. For a model that stops
+    early this trains a second network; the early-stopped one's test metrics are kept as
+    ``test_before_refit``. ``false`` tests the model fitted on training alone.
+    (Old configs' ``[model.train] refit`` is read as this switch, with a warning.)
+
+    Independent of ``refit``, the artifact ``recloop train``/``compare --output`` saves
+    for serving is refitted on *every* interaction after the evaluation
+    (:func:`recloop.experiment.refit_all`).
     """
 
     name: str = "experiment"
@@ -105,18 +117,7 @@ class ExperimentConfig:
         out["models"] = [{"name": m.name, **dict(m.params), **({"grid": {k: list(v) for k, v in m.grid.items()}}
                                                               if m.grid else {}),
                           **({"label": m.label} if m.label else {})} for m in self.models]
-        return _plain(out)
-
-
-def _plain(value):
-    """JSON/TOML-able: nested dataclasses to dicts, tuples to lists, ``None`` dropped."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return plain(out)
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -134,43 +135,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None, select: st
         raw.pop("model", None)
         raw["models"] = chosen[:1]
     for override in overrides or []:
-        apply_override(raw, override)
+        _apply_experiment_override(raw, override)
     return experiment_from_dict(raw, source=str(path))
 
 
-def read_toml(path: Path) -> dict:
-    """The raw tree of a TOML config file, ``name`` defaulting to the file's stem."""
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML: {error}") from None
-    raw.setdefault("name", Path(path).stem)
-    return raw
-
-
-def apply_override(raw: dict, override: str) -> None:
-    """Set ``a.b.c=value`` in a raw config tree; the value is parsed as TOML when it can
-    be (``300``, ``true``, ``[5, 10]``), else kept as a string."""
+def _apply_experiment_override(raw: dict, override: str) -> None:
+    """As :func:`apply_override`; ``model.x=v`` also reaches the one ``[[models]]`` table."""
     key, sep, text = override.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {override!r} must look like key.path=value")
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text
-    node = raw
     parts = key.strip().split(".")
-    if parts[0] == "model" and "models" in raw and "model" not in raw:
+    if sep and parts[0] == "model" and "models" in raw and "model" not in raw:
         if len(raw["models"]) != 1:
             raise ConfigError(f"override {override!r} is ambiguous: the config lists {len(raw['models'])} models")
-        node, parts = raw["models"][0], parts[1:]
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is not a section")
-    node[parts[-1]] = value
+        set_path(raw["models"][0], parts[1:], parse_value(text), override)
+        return
+    apply_override(raw, override)
 
 
 def experiment_from_dict(raw: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
@@ -182,16 +160,29 @@ def experiment_from_dict(raw: Mapping[str, Any], source: str = "config") -> Expe
         model_tables = [raw.pop("model")]
     elif "models" in raw:
         model_tables = list(raw.pop("models"))
+    wheres = [f"models[{i}]" if len(model_tables) > 1 else "model" for i in range(len(model_tables))]
+    model_tables = [_legacy_refit(table, where, raw, source) for table, where in zip(model_tables, wheres)]
     config = from_dict(ExperimentConfig, raw, "")
-    specs = tuple(model_spec(table, f"models[{i}]" if len(model_tables) > 1 else "model")
-                  for i, table in enumerate(model_tables))
+    specs = tuple(model_spec(table, where) for table, where in zip(model_tables, wheres))
     return dataclasses.replace(config, models=specs)
+
+
+def _legacy_refit(table: Any, where: str, raw: dict, source: str) -> Any:
+    """Read an old ``[model.train] refit`` as the experiment's one ``refit`` switch."""
+    train = table.get("train") if isinstance(table, Mapping) else None
+    if not isinstance(train, Mapping) or "refit" not in train:
+        return table
+    value = train["refit"]
+    warnings.warn(f"{source}: {where}.train.refit is replaced by the top-level `refit = {str(value).lower()}`, "
+                  "one switch for every model; reading it as that", FutureWarning, stacklevel=4)
+    if raw.setdefault("refit", value) != value:
+        raise ConfigError(f"{source}: {where}.train.refit = {value!r} contradicts refit = {raw['refit']!r}; "
+                          "keep only the top-level refit")
+    return {**table, "train": {k: v for k, v in train.items() if k != "refit"}}
 
 
 def model_spec(table: Any, where: str) -> ModelSpec:
     """Check a model table against the registry and the model's config class."""
-    from recloop.models import MODELS
-
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table")
     table = dict(table)
@@ -205,7 +196,7 @@ def model_spec(table: Any, where: str) -> ModelSpec:
     config_class = MODELS[name].config_class
     params = from_dict(config_class, table, f"{where}.")  # validates names and types
     # Nested configs (``train``) stay plain tables here, so specs and run records are JSON-able.
-    values = {k: _plain(getattr(params, k)) if dataclasses.is_dataclass(getattr(params, k)) else getattr(params, k)
+    values = {k: plain(getattr(params, k)) if dataclasses.is_dataclass(getattr(params, k)) else getattr(params, k)
               for k in table}
     checked_grid = {}
     for key, options in grid.items():
@@ -214,89 +205,3 @@ def model_spec(table: Any, where: str) -> ModelSpec:
         checked_grid[key] = tuple(getattr(from_dict(config_class, {**table, key: v}, f"{where}.grid."), key)
                                   for v in options)
     return ModelSpec(name, values, checked_grid, label)
-
-
-def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking names and types recursively."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            raise ConfigError(f"unknown config key {prefix + key!r}{closest(key, fields)}; "
-                              f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''} are {sorted(fields)}")
-    values = {key: _convert(_onto_default(fields[key], value, hints[key]), hints[key], f"{prefix}{key}")
-              for key, value in data.items()}
-    try:
-        return cls(**values)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {error}") from None
-
-
-def _onto_default(spec: dataclasses.Field, value: Any, hint: Any) -> Any:
-    """A partial table for a nested dataclass field fills in that field's own default,
-    so ``[model.train] epochs = 5`` keeps the model's other training defaults."""
-    if not (isinstance(value, Mapping) and dataclasses.is_dataclass(hint)):
-        return value
-    if spec.default is not dataclasses.MISSING:
-        default = spec.default
-    elif spec.default_factory is not dataclasses.MISSING:
-        default = spec.default_factory()
-    else:
-        return value
-    if not isinstance(default, hint):
-        return value
-    return {**{f.name: getattr(default, f.name) for f in dataclasses.fields(default) if f.init}, **value}
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, option, where)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {hint}")
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):  # an already-built nested config (Model(train=TrainerConfig(...)))
-            return value
-        return from_dict(hint, value, f"{where}.")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            value = [value]  # a scalar where a list is expected: k = 10 means k = [10]
-        item_type = args[0] if args else Any
-        return tuple(_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (dict, Mapping) or hint in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where} must be a table, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{where} must be one of {args}, got {value!r}")
-        return value
-    return value

@@ -18,6 +18,11 @@ class DataError(RecloopError):
     """Input data is malformed, missing, or emptied by preprocessing."""
 
 
+class ArtifactError(DataError):
+    """A saved model (an artifact directory) is missing a file, unreadable, or
+    inconsistent: the message names the file and the problem."""
+
+
 class ConfigError(RecloopError):
     """A configuration is invalid: unknown key, wrong type or out-of-range value."""
 

@@ -1,22 +1,37 @@
 """Running an experiment: load and preprocess data, split, fit (choosing hyperparameters
-on validation), evaluate on test. The CLI commands and the benchmarks are thin layers
-over :func:`prepare_data` and :func:`run_model`."""
+on validation), evaluate on test, then fit the model that is served. The CLI commands
+and the benchmarks are thin layers over :func:`prepare_data`, :func:`run_model` and
+:func:`refit_all`.
+
+Two models come out of one experiment row:
+
+* the **evaluated model** (``ModelRun.model``): fitted on the training split (plus the
+  validation split when ``ExperimentConfig.refit``), tested on the test split; its
+  metrics are the experiment's result;
+* the **served model** (:func:`refit_all`): a fresh model with the same hyperparameters
+  (and, for models that stop early, the same epoch count) fitted on *every* interaction
+  of the preprocessed dataset, train, validation and test. It is what ``recloop train``
+  and ``recloop compare --output`` save, so that a served model knows all of a user's
+  history and never recommends an item the user already has.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recloop.config import ExperimentConfig, ModelSpec
+from recloop.config import DataConfig, ExperimentConfig, ModelSpec
 from recloop.data.dataset import Dataset
+from recloop.data.interactions import Interactions
 from recloop.data.loading import load_dataset
-from recloop.data.preprocess import preprocess
+from recloop.data.preprocess import PreprocessConfig, preprocess
 from recloop.data.splits import Split, split
 from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError
-from recloop.evaluate.evaluator import EvaluationResult, Evaluator
+from recloop.evaluate.evaluator import EvaluationResult, Evaluator, validation_metric
 from recloop.models import Recommender, get_model_class
 
 
@@ -43,6 +58,10 @@ class ModelRun:
     #: For a model refitted after early stopping: the early-stopped model and its test
     #: result (the refitted one is ``model``/``test``).
     before_refit: tuple[Recommender, EvaluationResult] | None = None
+    #: ``"split"``: ``model`` is the evaluated model; ``"all"``: ``model`` is the served
+    #: model of :func:`refit_all`, fitted on every interaction after the evaluation.
+    fitted_on: str = "split"
+    refit_seconds: float | None = None
 
     @property
     def label(self) -> str:
@@ -60,16 +79,26 @@ class ModelRun:
             "eval_seconds": self.test.seconds,
             "search": self.search,
             "test_before_refit": None if self.before_refit is None else self.before_refit[1].summary(),
+            "fitted_on": self.fitted_on,
+            "fitted_interactions": len(self.model.history_),
+            "refit_seconds": self.refit_seconds,
         }
+
+
+def load_data(data: DataConfig, preprocessing: PreprocessConfig, data_dir: str | Path | None = None,
+              cache_dir: str | Path | None = None, download: bool = True) -> Dataset:
+    """Load the dataset a config names and preprocess it."""
+    d = data
+    dataset = load_dataset(d.dataset, d.format, data_dir=data_dir, cache_dir=cache_dir, download=download,
+                           columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep)
+    return preprocess(dataset, preprocessing)
 
 
 def prepare_data(config: ExperimentConfig, data_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, download: bool = True) -> PreparedData:
+    """The preprocessed dataset and its split."""
     start = time.perf_counter()
-    d = config.data
-    dataset = load_dataset(d.dataset, d.format, data_dir=data_dir, cache_dir=cache_dir, download=download,
-                           columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep)
-    dataset = preprocess(dataset, config.preprocess)
+    dataset = load_data(config.data, config.preprocess, data_dir, cache_dir, download)
     parts = split(dataset.interactions, config.split)
     if len(parts.test) == 0:
         raise ConfigError(f"the {config.split.method} split of {dataset.name!r} left no test interactions")
@@ -80,11 +109,15 @@ def build_model(spec: ModelSpec, overrides: dict | None = None) -> Recommender:
     return get_model_class(spec.name)(**{**dict(spec.params), **(overrides or {})})
 
 
-def fit(model: Recommender, data: PreparedData, train, valid=None) -> float:
-    """Fit with the dataset's side features; returns the seconds taken."""
+def fit(model: Recommender, data: PreparedData | Dataset, train: Interactions,
+        valid: Interactions | None = None) -> float:
+    """Fit with the dataset's side features (and, for a model that stops early, a
+    validation callback built from the :class:`Evaluator`); returns the seconds taken."""
+    dataset = data.dataset if isinstance(data, PreparedData) else data
     start = time.perf_counter()
-    model.fit(train, item_features=data.dataset.item_features, user_features=data.dataset.user_features,
-              valid=valid)
+    validate = validation_metric(model, train, valid) if valid is not None and len(valid) else None
+    model.fit(train, item_features=dataset.item_features, user_features=dataset.user_features,
+              valid=valid, validate=validate)
     return time.perf_counter() - start
 
 
@@ -120,20 +153,32 @@ def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, pro
         valid_result = evaluator.evaluate(model, parts.valid, parts.train, progress=progress)
     train_log = parts.train
     before_refit = None
-    if config.refit and has_valid and not model.uses_validation:
-        # Refit on everything before the test period, with the chosen hyperparameters.
+    if config.refit and has_valid:
+        # Refit on everything before the test period with what validation chose: the
+        # hyperparameters and, for a model that stops early, the epoch count.
+        if uses_valid:
+            early = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress)
+            before_refit = (model, early)
         train_log = parts.history("test")
-        model = build_model(spec, chosen)
-        fit_seconds = fit(model, data, train_log)
-    elif uses_valid and (refitted := model.refit_model()) is not None:
-        # Early stopping chose the epochs; train that long on train + valid (opt-in: train.refit).
-        early = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress)
-        before_refit = (model, early)
-        train_log = parts.history("test")
-        fit_seconds += fit(refitted, data, train_log)
-        model = refitted
+        model = model.refit_model()
+        refit_seconds = fit(model, data, train_log)
+        fit_seconds = fit_seconds + refit_seconds if uses_valid else refit_seconds
     test_result = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress)
     if model.predicts_ratings and parts.test.rating is not None:
         test_result.extra["rating_errors"] = evaluator.evaluate_ratings(model, parts.test, parts.history("test"))
     params = {**dict(spec.params), **chosen}
     return ModelRun(spec, model, params, test_result, valid_result, fit_seconds, search, before_refit)
+
+
+def refit_all(run: ModelRun, data: PreparedData | Dataset) -> ModelRun:
+    """The served model of ``run``: a fresh model with the hyperparameters validation
+    chose (and, for a model that stops early, the epoch count it chose) fitted on every
+    interaction of the preprocessed dataset (train, validation and test together).
+
+    Returns a :class:`ModelRun` holding that model and the evaluated run's metrics
+    (the served model has no held-out data left to be tested on), with
+    ``fitted_on="all"`` and the refit's seconds in ``refit_seconds``."""
+    dataset = data.dataset if isinstance(data, PreparedData) else data
+    model = run.model.refit_model()
+    seconds = fit(model, dataset, dataset.interactions)
+    return dataclasses.replace(run, model=model, refit_seconds=seconds, fitted_on="all")

@@ -1,4 +1,4 @@
-"""Small helpers shared across recloop: random state, devices, timing."""
+"""Small helpers shared across recloop: random state, devices, timing, the Gini coefficient."""
 
 from __future__ import annotations
 
@@ -33,3 +33,14 @@ def timer():
     elapsed: list[float] = []
     yield lambda: elapsed[0] if elapsed else time.perf_counter() - start
     elapsed.append(time.perf_counter() - start)
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts (0 = all equal, -> 1 = one takes all):
+    ``G = sum_i (2i - n - 1) x_(i) / (n sum x)``, ``x_(i)`` sorted ascending."""
+    x = np.sort(np.asarray(counts, dtype=np.float64))
+    n, total = len(x), x.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    i = np.arange(1, n + 1)
+    return float(np.sum((2 * i - n - 1) * x) / (n * total))

@@ -79,3 +79,23 @@ def test_data_describes_a_dataset(data_dir, capsys):
     assert main(["data", "ml-100k", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert "interactions           100000" in out and "popularity curve" in out
+
+
+def test_help_says_which_artifact_is_which(capsys):
+    for command in ("train", "compare"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "served model" in text and "refitted on every interaction" in text
+        assert "evaluated model" in text and "--no-refit-all" in text
+
+
+def test_train_saves_the_served_model_with_the_evaluated_metrics(tmp_path, config, capsys):
+    served, evaluated = tmp_path / "served", tmp_path / "evaluated"
+    assert main(["train", str(config), "--model", "ease", "--output", str(served), "--quiet"]) == 0
+    assert main(["train", str(config), "--model", "ease", "--output", str(evaluated), "--quiet",
+                 "--no-refit-all"]) == 0
+    assert "served model, refitted on all" in capsys.readouterr().err
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (served, evaluated))
+    assert a["metrics"] == b["metrics"] and a["fitted_on"] == "all" and b["fitted_on"] == "split"
+    assert a["fitted_interactions"] > b["fitted_interactions"]

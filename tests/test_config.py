@@ -79,3 +79,34 @@ def test_shipped_configs_are_valid():
             continue
         checked += 1
     assert checked >= 8
+
+
+def test_non_utf8_toml_is_a_config_error_naming_the_file(tmp_path, capsys):
+    from recloop.cli import main
+
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.toml: not UTF-8 text \(byte 11"):
+        load_config(path)
+    assert main(["evaluate", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "latin1.toml: not UTF-8" in err and "UnicodeDecodeError" not in err
+
+
+def test_the_typed_reader_works_for_any_dataclass_without_the_experiment_layer():
+    from dataclasses import dataclass
+
+    from recloop.typed_config import from_dict
+
+    @dataclass(frozen=True)
+    class Inner:
+        size: int = 1
+
+    @dataclass(frozen=True)
+    class Outer:
+        inner: Inner = Inner()
+        name: str = "x"
+
+    assert from_dict(Outer, {"inner": {"size": 3}}) == Outer(Inner(3))
+    with pytest.raises(ConfigError, match="did you mean 'size'"):
+        from_dict(Outer, {"inner": {"sise": 3}})

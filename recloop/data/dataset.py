@@ -9,6 +9,7 @@ import numpy as np
 
 from recloop.data.features import Features
 from recloop.data.interactions import Interactions
+from recloop.utils import gini
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,8 +57,6 @@ class Dataset:
 
     def describe(self) -> dict:
         """Counts, sparsity and the shape of the popularity curve."""
-        from recloop.evaluate.metrics import gini  # evaluate imports models, which import data
-
         log = self.interactions
         popularity = np.sort(log.item_counts())[::-1]
         activity = log.user_counts()

@@ -12,6 +12,7 @@ items) exists only to compare with papers that used it; it inflates every metric
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,6 +254,19 @@ class Evaluator:
             row_of_user[batch] = np.arange(len(batch))
             predicted[lo:hi] = scores[row_of_user[test.user_idx[lo:hi]], test.item_idx[lo:hi]]
         return {"rmse": M.rmse(predicted, test.rating), "mae": M.mae(predicted, test.rating)}
+
+
+def validation_metric(model: Recommender, train: Interactions, valid: Interactions,
+                      metric: str | None = None) -> Callable[[], float]:
+    """The early-stopping callback of ``model``: a function returning ``metric`` (default:
+    the model's ``train.metric``, else ``ndcg@10``) of the model as it is at call time,
+    ranking all items for the ``valid`` targets with ``train`` as (masked) history, as
+    the experiment's validation does. Pass it to ``model.fit(..., validate=...)``."""
+    if metric is None:
+        metric = getattr(getattr(model.config, "train", None), "metric", "ndcg@10")
+    name, _, cutoff = metric.partition("@")
+    evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric))
+    return lambda: evaluator.evaluate(model, valid, train)[metric]
 
 
 def _is_relevant(items: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:

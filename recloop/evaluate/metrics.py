@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from recloop.utils import gini  # shared with Dataset.describe (the data layer), so it lives below both
+
 
 def _discounts(k: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, k + 2))
@@ -87,19 +89,9 @@ def exposure_gini(lists: np.ndarray, n_items: int) -> float:
     the lists (0 = every item shown equally often, -> 1 = a few items take all).
 
     ``G = sum_i (2i - n - 1) x_(i) / (n sum x)`` over all ``n`` catalog items, counts
-    ``x_(i)`` sorted ascending.
+    ``x_(i)`` sorted ascending (:func:`recloop.utils.gini`).
     """
     return gini(np.bincount(lists[lists >= 0], minlength=n_items))
-
-
-def gini(counts: np.ndarray) -> float:
-    """Gini coefficient of non-negative counts; see :func:`exposure_gini`."""
-    x = np.sort(np.asarray(counts, dtype=np.float64))
-    n, total = len(x), x.sum()
-    if n == 0 or total == 0:
-        return 0.0
-    i = np.arange(1, n + 1)
-    return float(np.sum((2 * i - n - 1) * x) / (n * total))
 
 
 def intra_list_diversity(lists: np.ndarray, item_vectors: np.ndarray | sp.spmatrix) -> np.ndarray:

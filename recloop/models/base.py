@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -36,6 +36,8 @@ from recloop.data.features import Features
 from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError, NotFittedError
+from recloop.models.artifact_writer import save_artifact
+from recloop.typed_config import from_dict
 
 UNKNOWN_USER = -1  # user_idx of a user the model was not fitted on (history only)
 
@@ -54,8 +56,8 @@ class Recommender(ABC):
     config_class: ClassVar[type]
     #: Whether ``score`` values estimate ratings (so RMSE/MAE make sense).
     predicts_ratings: ClassVar[bool] = False
-    #: Whether ``fit`` uses its ``valid`` argument (early stopping): such models are not
-    #: refitted on training plus validation after model selection.
+    #: Whether ``fit`` stops early on its ``valid``/``validate`` arguments; such a model's
+    #: :meth:`refit_model` trains for the epoch count early stopping chose.
     uses_validation: ClassVar[bool] = False
     #: Whether a known user's scores use learned per-user state (an id embedding), so
     #: they differ from an unknown user's with the same history.
@@ -75,19 +77,23 @@ class Recommender(ABC):
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
         return f"{type(self).__name__}({fields})"
 
-    def refit_model(self) -> Recommender | None:
-        """For a model fitted with early stopping: an unfitted copy to train on training
-        plus validation with what early stopping chose (e.g. the epoch count), or None
-        when the model is not to be refitted (the default)."""
-        return None
+    def refit_model(self) -> Recommender:
+        """An unfitted copy to fit on more data with what model selection chose: the same
+        hyperparameters (and, for a model that stopped early, the epoch count it chose,
+        to train without validation). Used by the experiment's refit on training plus
+        validation and by the refit on every interaction for serving."""
+        return type(self)(self.config)
 
     # --- fitting ----------------------------------------------------------------------------
     def fit(self, train: Interactions, *, item_features: Features | None = None,
-            user_features: Features | None = None, valid: Interactions | None = None) -> Self:
+            user_features: Features | None = None, valid: Interactions | None = None,
+            validate: Callable[[], float] | None = None) -> Self:
         """Learn from ``train`` (and side features, where the model uses them).
 
-        ``valid`` holds validation targets for models that stop early; their history is
-        ``train``. Every call starts from scratch. Returns ``self``.
+        ``valid`` holds validation targets for models that stop early (their history is
+        ``train``) and ``validate`` returns the validation metric of the model as it is
+        now; models without early stopping ignore both. Every call starts from scratch.
+        Returns ``self``.
         """
         if len(train) == 0:
             raise ConfigError(f"{type(self).__name__}.fit() got an empty training log")
@@ -109,7 +115,7 @@ class Recommender(ABC):
 
     def _check_fitted(self, action: str) -> None:
         if not self.is_fitted:
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or Recommender.load() "
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or recloop.artifact.load_model() "
                                  f"before {action}()")
 
     @property
@@ -203,24 +209,15 @@ class Recommender(ABC):
         """Restore what ``_get_state`` returned."""
 
     def save(self, path: str | Path, metrics: dict | None = None, extra: dict | None = None) -> Path:
-        """Write this fitted model as an artifact directory (see :mod:`recloop.artifact`)."""
-        from recloop.artifact import save_artifact
-
+        """Write this fitted model as an artifact directory (see
+        :mod:`recloop.models.artifact_writer`); read it back with
+        :func:`recloop.artifact.load_artifact` (or ``load_model``)."""
         self._check_fitted("save")
         return save_artifact(self, Path(path), metrics=metrics, extra=extra)
-
-    @staticmethod
-    def load(path: str | Path) -> Recommender:
-        """Load any model saved with :meth:`save`."""
-        from recloop.artifact import load_artifact
-
-        return load_artifact(Path(path)).model
 
 
 def build_config(config_class: type, values: dict[str, Any], owner: str) -> Any:
     """Instantiate a config dataclass, checking names (closest valid one suggested) and types."""
-    from recloop.config import from_dict  # config imports the model registry
-
     return from_dict(config_class, values, f"{owner}.")
 
 

@@ -32,6 +32,7 @@ class BiasConfig:
 class Bias(Recommender):
     name = "bias"
     config_class = BiasConfig
+    scores_depend_on_user_id = True  # a learned per-user bias
     predicts_ratings = True
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:

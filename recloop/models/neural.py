@@ -17,8 +17,9 @@ A neural model is four short methods on top of :class:`NeuralRecommender`::
         def score_batch(self, user_idx, history) -> torch.Tensor: ...  # (b, n_items)
 
 The base fits (seeded network initialisation, then :class:`~recloop.train.Trainer` with
-early stopping on the validation log the experiment runner passes, ranking all items
-with the core evaluator), scores under ``torch.no_grad`` in eval mode, and saves the
+early stopping on the ``validate`` callback its caller passes: the experiment runner
+builds it from the core evaluator, ranking all items of the validation log; this module
+never imports the evaluator), scores under ``torch.no_grad`` in eval mode, and saves the
 network's ``state_dict`` as plain arrays (``network.<name>``) in the artifact, so a
 reloaded model scores bit-identically. Everything a network needs to be rebuilt must
 follow from the config, ``n_users``/``n_items`` and the saved arrays.
@@ -28,14 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
 from torch import nn
 
+from recloop.data.features import Features
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.base import Recommender
@@ -84,34 +86,41 @@ class NeuralRecommender(Recommender):
         for negative sampling). State that scoring needs must also be in ``_get_state``."""
 
     # --- fitting and scoring -----------------------------------------------------------------------
+    def fit(self, train: Interactions, *, item_features: Features | None = None,
+            user_features: Features | None = None, valid: Interactions | None = None,
+            validate: Callable[[], float] | None = None) -> Self:
+        """As :meth:`Recommender.fit`, with early stopping on ``validate``: a function
+        returning the validation metric of the network as it is now (higher is better),
+        called by the trainer every ``train.eval_every`` epochs. The caller builds it
+        (:func:`recloop.evaluate.validation_metric`; ``recloop.experiment.fit`` does it
+        for you). Without ``validate`` the network trains for ``train.epochs`` epochs."""
+        if validate is None and valid is not None and len(valid):
+            raise ConfigError(f"{type(self).__name__}.fit() got a validation log but no validate callback; pass "
+                              "validate=recloop.evaluate.validation_metric(model, train, valid) or fit through "
+                              "recloop.experiment.fit()")
+        self._validate = validate
+        try:
+            return super().fit(train, item_features=item_features, user_features=user_features, valid=valid)
+        finally:
+            del self._validate
+
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         cfg: TrainerConfig = self.config.train
-        validate = self._validator(train, valid) if valid is not None and len(valid) else None
         seed_everything(cfg.seed)
         self.prepare(train)
         trainer = Trainer(cfg, name=self.name)
         self.network_ = self.build_network().to(trainer.device)
         data = self.training_data(train)
-        self.train_result_: TrainResult = trainer.fit(self.network_, self.loss, data, validate)
+        self.train_result_: TrainResult = trainer.fit(self.network_, self.loss, data, self._validate)
 
-    def _validator(self, train: Interactions, valid: Interactions):
-        """The validation metric of the current network: full ranking of ``valid`` targets
-        with ``train`` as history (masked), as the experiment's validation does."""
-        from recloop.evaluate.evaluator import EvaluationConfig, Evaluator  # evaluator imports the registry
-
-        metric = self.config.train.metric
-        name, _, cutoff = metric.partition("@")
-        evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric))
-        return lambda: evaluator.evaluate(self, valid, train)[metric]
-
-    def refit_model(self) -> NeuralRecommender | None:
-        """With ``train.refit``: the same model, same seed, set to train for the best
-        epoch's count of epochs without validation; else None."""
+    def refit_model(self) -> NeuralRecommender:
+        """The same model, same seed, set to train without validation for the epoch
+        count early stopping chose (the best epoch; all epochs when there was no
+        validation)."""
         cfg: TrainerConfig = self.config.train
         result = getattr(self, "train_result_", None)
-        if not cfg.refit or result is None or result.best_epoch < 1:
-            return None
-        train = dataclasses.replace(cfg, epochs=result.best_epoch, refit=False, checkpoint_dir=None, resume=False)
+        epochs = result.best_epoch if result is not None and result.best_epoch >= 1 else cfg.epochs
+        train = dataclasses.replace(cfg, epochs=epochs, checkpoint_dir=None, resume=False)
         return type(self)(dataclasses.replace(self.config, train=train))
 
     def _score(self, user_idx: np.ndarray, history: UserHistories) -> torch.Tensor:

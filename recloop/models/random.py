@@ -26,6 +26,7 @@ class RandomConfig:
 class RandomRanker(Recommender):
     name = "random"
     config_class = RandomConfig
+    scores_depend_on_user_id = True  # seeded by the user index
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         self.fitted_ = np.ones(1, dtype=np.int8)  # nothing to learn

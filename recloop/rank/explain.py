@@ -66,7 +66,7 @@ class Explainer:
                  title: str = "title", item_ids: IdMap | None = None, item_vectors: np.ndarray | None = None,
                  n_items: int = 1):
         if not getattr(model, "is_fitted", False):
-            raise NotFittedError(f"{type(model).__name__} is not fitted; call fit() or Recommender.load() "
+            raise NotFittedError(f"{type(model).__name__} is not fitted; call fit() or recloop.artifact.load_model() "
                                  "before building an Explainer")
         if n_items < 0:
             raise ConfigError(f"Explainer n_items must be >= 0, got {n_items}")

@@ -91,7 +91,7 @@ class CandidateStage:
     def __init__(self, model: Any, config: RetrievalConfig | None = None):
         config = config or RetrievalConfig()
         if not getattr(model, "is_fitted", False):
-            raise NotFittedError(f"{type(model).__name__} is not fitted; call fit() or Recommender.load() "
+            raise NotFittedError(f"{type(model).__name__} is not fitted; call fit() or recloop.artifact.load_model() "
                                  "before serving it")
         self.model = model
         self.config = config

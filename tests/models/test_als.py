@@ -3,8 +3,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from recloop.artifact import load_model
 from recloop.errors import ConfigError
-from recloop.models import ALS, MODELS, UNKNOWN_USER, MostPopular, Recommender
+from recloop.models import ALS, MODELS, UNKNOWN_USER, MostPopular
 from recloop.models.als import conjugate_gradient, solve_users
 
 PARAMS = {"factors": 16, "regularization": 1.0, "alpha": 5.0, "iterations": 8}
@@ -104,7 +105,7 @@ def test_recommend_excludes_known_items(fit_log):
 def test_save_load_round_trip(tmp_path, fit_log):
     model = ALS(**PARAMS).fit(fit_log)
     model.save(tmp_path / "a")
-    loaded = Recommender.load(tmp_path / "a")
+    loaded = load_model(tmp_path / "a")
     assert isinstance(loaded, ALS) and loaded.config == model.config
     users = np.arange(fit_log.n_users)
     np.testing.assert_array_equal(loaded.score(users), model.score(users))

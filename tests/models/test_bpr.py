@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from recloop.artifact import load_model
 from recloop.data import UserHistories
 from recloop.errors import ConfigError
-from recloop.models import BPR, MODELS, UNKNOWN_USER, MostPopular, Recommender
+from recloop.models import BPR, MODELS, UNKNOWN_USER, MostPopular
 from recloop.models.bpr import sample_negatives
 
 PARAMS = {"factors": 16, "lr": 0.1, "l2": 1e-2, "epochs": 5, "batch_size": 1024}
@@ -81,7 +82,7 @@ def test_recommend_excludes_known_items(model, fit_log):
 
 def test_save_load_round_trip(tmp_path, model, fit_log):
     model.save(tmp_path / "a")
-    loaded = Recommender.load(tmp_path / "a")
+    loaded = load_model(tmp_path / "a")
     assert isinstance(loaded, BPR) and loaded.config == model.config
     users = np.arange(fit_log.n_users)
     np.testing.assert_array_equal(loaded.score(users), model.score(users))

@@ -7,9 +7,10 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
+from recloop.artifact import load_model
 from recloop.data import Interactions, UserHistories
 from recloop.errors import ConfigError
-from recloop.models import MODELS, UNKNOWN_USER, ContentBased, Recommender
+from recloop.models import MODELS, UNKNOWN_USER, ContentBased
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_recency_weighting_follows_the_latest_items(synthetic, cache):
 def test_save_load_round_trip_without_the_encoder(synthetic, cache, tmp_path):
     model = MODELS["content"](cache_dir=cache, device="cpu").fit(synthetic.interactions,
                                                                  item_features=synthetic.item_features)
-    loaded = Recommender.load(model.save(tmp_path / "content"))
+    loaded = load_model(model.save(tmp_path / "content"))
     np.testing.assert_array_equal(loaded.score(np.arange(10)), model.score(np.arange(10)))
 
 

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
+from recloop.artifact import load_model
 from recloop.data import UserHistories, leave_one_out
 from recloop.errors import ConfigError, NotFittedError
-from recloop.models import EASE, UNKNOWN_USER, MostPopular, Recommender
+from recloop.models import EASE, UNKNOWN_USER, MostPopular
 
 
 def test_ease_matches_the_closed_form_in_float64(synthetic):
@@ -50,7 +51,7 @@ def test_save_and_load_give_identical_scores(tmp_path, synthetic):
     parts = leave_one_out(synthetic.interactions)
     model = EASE(l2=30.0).fit(parts.train, item_features=synthetic.item_features)
     model.save(tmp_path / "ease", metrics={"ndcg@10": 0.5})
-    again = Recommender.load(tmp_path / "ease")
+    again = load_model(tmp_path / "ease")
     assert isinstance(again, EASE) and again.config == model.config
     np.testing.assert_array_equal(again.score(np.arange(20)), model.score(np.arange(20)))
     assert again.items_ == model.items_ and again.item_features_.texts() == synthetic.item_features.texts()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recloop.artifact import load_model
 from recloop.data import UserHistories
 from recloop.errors import ConfigError
 from recloop.models import UNKNOWN_USER, MLPRecommender, NeuMF, TwoTower
@@ -111,7 +112,7 @@ def test_two_tower_scores_are_dot_products_of_its_vectors(two_tower, synthetic):
 
 def test_two_tower_text_projection_round_trips_through_save(two_tower, cold_setup, tmp_path):
     dataset, _, cold = cold_setup
-    loaded = TwoTower.load(two_tower.save(tmp_path / "tt"))
+    loaded = load_model(two_tower.save(tmp_path / "tt"))
     text = two_tower.embed_items(dataset.item_features.take(cold))
     for projection in ("tower", "ridge"):
         np.testing.assert_allclose(loaded.text_to_item_vectors(text, projection),

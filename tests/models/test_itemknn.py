@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recloop.artifact import load_model
 from recloop.data import Interactions, UserHistories
 from recloop.data.ids import IdMap
 from recloop.errors import ConfigError
-from recloop.models import MODELS, UNKNOWN_USER, ItemKNN, MostPopular, Recommender
+from recloop.models import MODELS, UNKNOWN_USER, ItemKNN, MostPopular
 from recloop.models.itemknn import cosine_knn
 
 # 3 users x 4 items; item 3 has no users.
@@ -96,7 +97,7 @@ def test_similar_items_reads_the_neighbours(fit_log):
 def test_save_load_round_trip(tmp_path, fit_log):
     model = ItemKNN(k=20, shrink=2.0).fit(fit_log)
     model.save(tmp_path / "a")
-    loaded = Recommender.load(tmp_path / "a")
+    loaded = load_model(tmp_path / "a")
     assert isinstance(loaded, ItemKNN) and loaded.config == model.config
     users = np.arange(fit_log.n_users)
     np.testing.assert_array_equal(loaded.score(users), model.score(users))

@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from recloop.artifact import load_model
 from recloop.data import Interactions, UserHistories, leave_one_out
 from recloop.data.ids import IdMap
 from recloop.errors import ConfigError
 from recloop.models import GRU4Rec, SASRec
-from recloop.models.sequential import IGNORE, SequenceBatches, history_tokens, last_tokens
+from recloop.models.sequential import IGNORE, SequenceBatches, last_tokens
 from tests.models.contract import RecommenderContract
 
 
@@ -144,5 +145,5 @@ def test_text_init_encodes_item_text_with_the_text_encoder(synthetic, tmp_path, 
     text = model.network_.items.text_embeddings
     assert text.shape == (model.n_items, TextEncoder().dim)
     model.save(tmp_path / "artifact")
-    again = SASRec.load(tmp_path / "artifact")
+    again = load_model(tmp_path / "artifact")
     np.testing.assert_array_equal(again.score(np.arange(5)), model.score(np.arange(5)))

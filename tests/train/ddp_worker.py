@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 
 from recloop.data import Interactions, leave_one_out
 from recloop.data.ids import IdMap
+from recloop.evaluate import validation_metric
 from recloop.models import SASRec
 
 
@@ -27,7 +28,7 @@ def fit_model(epochs: int = 2) -> SASRec:
     model = SASRec(hidden=16, layers=1, heads=2, max_len=8, dropout=0.0, attention_dropout=0.0,
                    train={"epochs": epochs, "batch_size": 16, "lr": 1e-2, "seed": 3, "progress": False,
                           "num_threads": 1, "patience": 0})
-    return model.fit(parts.train, valid=parts.valid)
+    return model.fit(parts.train, valid=parts.valid, validate=validation_metric(model, parts.train, parts.valid))
 
 
 def run_worker(rank: int, world_size: int, init_file: str, out_dir: str, epochs: int) -> None:
