@@ -51,7 +51,7 @@ def run(config_path: str, seeds: list[int], overrides: list[str], data_dir: str 
         config = load_config(config_path, [*overrides, f"model.train.seed={seed}", "model.train.progress=false"])
         start = time.perf_counter()
         result = run_model(config.model, data, config)
-        # With train.refit the tested model was retrained on train + valid; early stopping
+        # With refit the tested model was retrained on train + valid; early stopping
         # (best epoch, time to it) is the first model's.
         early = result.before_refit[0] if result.before_refit else result.model
         trained = early.train_result_

@@ -49,7 +49,7 @@ def plot(files: list[Path], png: Path | None) -> str:
                 record = {**record, "size": "64:2:1 (main config)"}
             rows.append(record)
     rows.sort(key=lambda r: r["params"])
-    # Sizes compare on the early-stopped model (runs made before train.refit existed have
+    # Sizes compare on the early-stopped model (runs made before the refit existed have
     # only that); the refitted model's test NDCG@10 is shown beside it where there is one.
     for r in rows:
         r["early_ndcg"] = (r.get("test_before_refit") or r["test"])["ndcg@10"]
