@@ -235,6 +235,10 @@ def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     such as popularity)."""
     extra = min(k + 1, scores.shape[1])
     values, indices = torch.topk(scores, extra, dim=1)
+    if not bool((values[:, 1:] == values[:, :-1]).any()):
+        # No two equal values among the top k + 1 (the common case for learned scores):
+        # topk's order is already the unique answer; skip the tie-breaking sorts.
+        return values[:, :k], indices[:, :k]
     kth = values[:, k - 1:k]
     # Rows whose (k+1)-th value ties the k-th have tied items spilling past the cut.
     spill = torch.nonzero(values[:, -1] == values[:, k - 1]).flatten() if extra > k else indices[:0, 0]
