@@ -43,7 +43,7 @@ from recloop.serve.events import EventPolicy, event_problem, text_problem
 from recloop.serve.state import EVENTS_THROUGH
 from recloop.serve.store import EventStore, StoredItem
 
-log = logging.getLogger("recloop.serve")
+logger = logging.getLogger("recloop.serve")
 
 @dataclass(frozen=True)
 class FoldStats:
@@ -77,7 +77,7 @@ def fold_events(model, store: EventStore, policy: EventPolicy = EventPolicy(),
         message = (f"skipped {len(bad)} of {len(events)} stored events that cannot be learned from "
                    f"(e.g. event id {first.id}: {_row_problem(first)})")
         warnings.warn(message, stacklevel=2)
-        log.warning(message)
+        logger.warning(message)
         bad_ids = {e.id for e in bad}
         events = [e for e in events if e.id not in bad_ids]
     positives = [e for e in events if policy.is_positive(e.type, e.value)]

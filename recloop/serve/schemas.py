@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -61,9 +61,13 @@ def _id(value: str) -> str:
 #: An external id: 1-256 characters, not all whitespace, encodable as UTF-8.
 Id = Annotated[str, Field(min_length=1, max_length=256, json_schema_extra={"pattern": r"\S"}),
                BeforeValidator(_finite_if_number), AfterValidator(_id)]
-#: Free text (item text, titles, feature values): a JSON string (no number), encodable as UTF-8.
-Text = Annotated[str, Field(strict=True), AfterValidator(_encodable)]
-Label = Annotated[str, Field(min_length=1, max_length=256, strict=True), AfterValidator(_encodable)]
+def Text(**constraints) -> Any:  # a type with constraints, hence the capital
+    """Free text (item text, titles, paths, feature values): a JSON string (no number),
+    encodable as UTF-8, with length ``constraints`` checked before that."""
+    return Annotated[str, Field(strict=True, **constraints), AfterValidator(_encodable)]
+
+
+Label = Text(min_length=1, max_length=256)
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 
 
@@ -172,8 +176,9 @@ class NewItemRequest(Body):
     """An item the model never saw, recommendable at once from its text."""
 
     item_id: Id
-    text: Text = Field(min_length=1, json_schema_extra={"pattern": r"\S"}, description="What the text encoder embeds: a description, genres, ...")
-    title: Text | None = Field(None, max_length=1000)
+    text: Text(min_length=1, json_schema_extra={"pattern": r"\S"}) = Field(
+        description="What the text encoder embeds: a description, genres, ...")
+    title: Text(max_length=1000) | None = None
     features: dict[Label, list[Label]] = Field(default_factory=dict, examples=[{"genre": ["Comedy"]}],
                                                description="Categorical features (values from the catalog's vocabulary).")
 
@@ -190,8 +195,8 @@ class SearchResponse(BaseModel):
 
 
 class ReloadRequest(Body):
-    artifact: Text | None = Field(None, min_length=1, max_length=4096,
-                                  description="Artifact directory to load; default: re-read the current one.")
+    artifact: Text(min_length=1, max_length=4096) | None = Field(
+        None, description="Artifact directory to load; default: re-read the current one.")
 
 
 class ReloadResponse(BaseModel):
