@@ -101,7 +101,7 @@ async def require_api_key(settings: Annotated[ServeSettings, Depends(get_setting
 Service = Annotated[RecommendationService, Depends(get_service)]
 Settings = Annotated[ServeSettings, Depends(get_settings)]
 _ERROR_TEXT = {
-    400: "Refused by the library (the message says why)",
+    400: "A body that is not UTF-8 JSON, or a request the library refused (the message says why)",
     401: "Missing or wrong API key",
     404: "Unknown user or item id",
     409: "The item id exists",
@@ -237,7 +237,7 @@ def metrics_endpoint(metrics: Annotated[ServeMetrics, Depends(get_metrics)]) -> 
 
 
 @operations.post("/admin/reload", response_model=ReloadResponse, responses=errors(
-    401, 413, 422, s422="The artifact cannot be loaded (the message says why); the old model keeps serving"),
+    400, 401, 413, 422, s422="The artifact cannot be loaded (the message says why); the old model keeps serving"),
     dependencies=[Depends(require_api_key)])
 def reload(service: Service, metrics: Annotated[ServeMetrics, Depends(get_metrics)],
            body: ReloadRequest | None = None) -> dict | JSONResponse:

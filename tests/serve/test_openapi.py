@@ -15,8 +15,8 @@ from recloop.serve.service import RecommendationService
 from recloop.serve.settings import ServeSettings
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402  (schemathesis brings hypothesis)
-from schemathesis.checks import (  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # schemathesis brings hypothesis
+from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
     response_schema_conformance,
