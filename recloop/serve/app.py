@@ -133,8 +133,8 @@ recommendations = APIRouter(tags=["recommendations"])
 async def recommend(body: RecommendRequest, service: Service, request: Request) -> JSONResponse:
     """Top-k items for a user (training history plus every event stored so far) or for
     an anonymous list of recent items. Known items are never returned."""
-    arguments = dict(user_id=body.user_id, items=body.items, k=body.k, exclude=body.exclude, filters=body.filters,
-                     diversity=body.diversity, explain=body.explain, explore=body.explore)
+    arguments = {"user_id": body.user_id, "items": body.items, "k": body.k, "exclude": body.exclude,
+                 "filters": body.filters, "diversity": body.diversity, "explain": body.explain, "explore": body.explore}
     if service.warm:  # concurrent requests are scored together, in the loop
         return _response(await request.app.state.batcher.recommend(**arguments))
     return _response(await asyncio.to_thread(lambda: service.recommend(**arguments)))

@@ -61,13 +61,14 @@ class FoldStats:
         return dict(self.__dict__)
 
 
-def fold_events(model, store: EventStore, policy: EventPolicy = EventPolicy(),
+def fold_events(model, store: EventStore, policy: EventPolicy | None = None,
                 after_id: int = 0) -> tuple[Interactions, Features | None, Features | None, FoldStats]:
     """The model's training log plus the positive events with ``id > after_id``.
 
     Returns ``(interactions, item_features, user_features, stats)`` over vocabularies
     extended with the new users and items.
     """
+    policy = policy or EventPolicy()
     base: Interactions = model.history_
     events = list(store.iter_events(after_id))
     last_id = events[-1].id if events else after_id
@@ -128,7 +129,7 @@ def _row_problem(event) -> str | None:
 
 
 def retrain(artifact: str | Path, store: EventStore, output: str | Path,
-            policy: EventPolicy = EventPolicy()) -> tuple[Path, FoldStats]:
+            policy: EventPolicy | None = None) -> tuple[Path, FoldStats]:
     """Fold the events into ``artifact``'s training log, refit the same model config,
     write the new artifact to ``output`` (atomically; it may be ``artifact`` itself)."""
     loaded = load_artifact(Path(artifact))

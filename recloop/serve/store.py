@@ -22,6 +22,7 @@ id can commit after a reader has seen a larger one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlparse
 
 import numpy as np
@@ -129,7 +130,7 @@ class GroupCommitter:
     def _run(self) -> None:
         try:
             self._connection = self._connect()
-        except BaseException as error:  # reported to the constructor
+        except BaseException as error:  # noqa: BLE001 - reported to the constructor
             self._error = error
             self._ready.set()
             return
@@ -159,10 +160,8 @@ class GroupCommitter:
 
     def _close_connection(self) -> None:
         if self._connection is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken: nothing left to release
                 self._connection.close()
-            except Exception:  # already broken: nothing left to release
-                pass
             self._connection = None
 
     def _write(self, events: list[Event]) -> list[bool]:
@@ -274,7 +273,7 @@ class EventStore(ABC):
             yield from rows
             after_id = rows[-1].id
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -78,7 +78,7 @@ def test_concurrent_appends_are_group_committed_and_all_durable(store_url):
             try:
                 for i in range(50):
                     assert store.append([Event(f"u{t}", f"i{i}", "click", event_id=f"{t}-{i}")]) == 1
-            except BaseException as error:  # reported below
+            except Exception as error:  # noqa: BLE001 - reported below
                 errors.append(error)
 
         threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
