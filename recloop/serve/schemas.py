@@ -26,9 +26,13 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainValidator,
     StrictBool,
     StrictInt,
     Tag,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -116,34 +120,64 @@ class RecommendResponse(BaseModel):
     generation: int = Field(description="Model version counter; grows by one per reload.")
 
 
+_DATETIME = TypeAdapter(datetime)
+
+
+def _event_time(value: Any) -> float:
+    """Unix seconds from a number, a numeric string or an ISO 8601 date (UTC when it has
+    no zone), checked against the sane range in one place, with one message."""
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                moment = _DATETIME.validate_python(value)
+            except ValidationError:
+                raise ValueError(f"time must be Unix seconds or an ISO 8601 date, got {value!r}") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            try:
+                seconds = moment.timestamp()
+            except (OverflowError, ValueError, OSError):
+                seconds = float("-inf")
+    if seconds is None:
+        raise ValueError(f"time must be Unix seconds or an ISO 8601 date, got {value!r}")
+    if not (math.isfinite(seconds) and MIN_TIME <= seconds < MAX_TIME):
+        raise ValueError(f"time must be from 1970-01-01 to before 3000-01-01 (Unix seconds {MIN_TIME:.0f} to "
+                         f"{MAX_TIME:.0f}), got {value!r}")
+    return seconds
+
+
+def _event_value(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"value must be a number, got {value!r}")  # noqa: TRY004 - pydantic reports ValueError
+    if not (math.isfinite(value) and abs(value) <= MAX_VALUE):
+        raise ValueError(f"value must be finite and within float32 range (|value| <= {MAX_VALUE:.4g}), got {value!r}")
+    return float(value)
+
+
+#: An event time: always Unix seconds once validated.
+EventTime = Annotated[float, PlainValidator(_event_time), WithJsonSchema({"anyOf": [
+    {"type": "number", "minimum": MIN_TIME, "exclusiveMaximum": MAX_TIME}, {"type": "string", "format": "date-time"}]})]
+EventValue = Annotated[float, PlainValidator(_event_value),
+                       WithJsonSchema({"type": "number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE})]
+
+
 class EventIn(Body):
     """One feedback event."""
 
     user_id: Id
     item_id: Id
     type: EventType = Field(examples=["click"])
-    value: Annotated[FiniteFloat, Field(ge=-MAX_VALUE, le=MAX_VALUE)] | None = Field(
+    value: EventValue | None = Field(
         None, description="The rating of a `rate` event (needed there); optional elsewhere. Finite, float32 range.")
-    time: Annotated[FiniteFloat, Field(ge=MIN_TIME, lt=MAX_TIME)] | datetime | None = Field(
+    time: EventTime | None = Field(
         None, description="Unix seconds or ISO 8601 (without a zone: UTC), from 1970-01-01 to before 3000-01-01; "
                           "default: the server's clock.")
     event_id: Id | None = Field(None, description="Client key: an event retried with the same key is stored once.")
-
-    @field_validator("time")
-    @classmethod
-    def _sane_time(cls, value):
-        """A date becomes Unix seconds here, so that one range check covers both forms."""
-        if not isinstance(value, datetime):
-            return value
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        try:
-            seconds = value.timestamp()
-        except (OverflowError, ValueError, OSError):
-            seconds = float("-inf")
-        if not MIN_TIME <= seconds < MAX_TIME:
-            raise ValueError(f"time must be from 1970-01-01 to before 3000-01-01, got {value.isoformat()}")
-        return seconds
 
     def unix_time(self) -> float | None:
         return self.time

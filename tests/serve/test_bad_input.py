@@ -93,7 +93,11 @@ EVENT_CASES = (
 def test_events_reject_bad_times_values_and_ids(client, body, field):
     answer = raw(client, "/events", body)
     assert answer.status_code == 422, answer.text
-    assert field in answer.json()["detail"], answer.json()["detail"]
+    detail = answer.json()["detail"]
+    assert field in detail, detail
+    reason = {"time": ("from 1970-01-01 to before 3000-01-01", "Unix seconds or an ISO 8601 date"),
+              "value": ("finite and within float32 range",)}.get(field, ("",))
+    assert any(r in detail for r in reason), detail  # the reason, not only the field
     assert client.app.state.service.store.count() == 0
     assert client.post("/events", json={"user_id": "u1", "item_id": "i1", "type": "click"}).status_code == 200
 
