@@ -7,9 +7,17 @@ under uvicorn. Every endpoint and body is in the OpenAPI schema at ``/docs``.
 
 Status codes: 404 unknown user or item id (the message names it), 409 an item id that
 exists, 422 a malformed or out-of-limits request (the message names the field and the
-limit), 413 a body over ``limits.max_body_bytes``, 401 a missing or wrong API key on a
-write or admin endpoint when one is configured, 503 the event store failed (the events
-were not stored).
+limit; also an artifact ``/admin/reload`` cannot load, while the old model keeps
+serving), 413 a body over ``limits.max_body_bytes``, 401 a missing or wrong API key on a
+write or admin endpoint when one is configured, 400 another refusal of the library
+(a :class:`~recloop.errors.RecloopError`), 503 the event store failed (the events were
+not stored). Every one of them has the body of :class:`~recloop.serve.schemas.ErrorResponse`
+and is documented per route in the OpenAPI schema, whose limits (``k <= max_k``, list
+sizes, "``user_id`` or ``items``") are this server's settings. Bad input is never a 500:
+the request's values are never echoed in a form JSON cannot encode.
+
+``/docs`` (Swagger UI) works offline: its assets are served from the ``fastapi-offline``
+package, not from a CDN.
 """
 
 from __future__ import annotations
@@ -26,12 +34,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recloop import __version__
-from recloop.errors import RecloopError, UnknownIdError
+from recloop.errors import DataError, RecloopError, UnknownIdError
 from recloop.serve.events import Event
 from recloop.serve.metrics import MetricsMiddleware, ServeMetrics
 from recloop.serve.schemas import (
@@ -50,7 +61,7 @@ from recloop.serve.schemas import (
     SearchResponse,
 )
 from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendBatcher, RecommendResult
-from recloop.serve.settings import ENV_VAR, ServeSettings
+from recloop.serve.settings import ENV_VAR, Limits, ServeSettings
 from recloop.serve.store import ItemExistsError
 
 log = logging.getLogger("recloop.serve")
@@ -88,10 +99,22 @@ async def require_api_key(settings: Annotated[ServeSettings, Depends(get_setting
 
 
 Service = Annotated[RecommendationService, Depends(get_service)]
-ERRORS = {404: {"model": ErrorResponse, "description": "Unknown user or item id"},
-          422: {"description": "Malformed request or a limit exceeded"}}
-WRITE_ERRORS = {**ERRORS, 401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
-                413: {"model": ErrorResponse, "description": "Request body too large"}}
+Settings = Annotated[ServeSettings, Depends(get_settings)]
+_ERROR_TEXT = {
+    400: "A body that is not UTF-8 JSON, or a request the library refused (the message says why)",
+    401: "Missing or wrong API key",
+    404: "Unknown user or item id",
+    409: "The item id exists",
+    413: "Request body too large",
+    422: "Malformed request or a limit exceeded (`errors` lists validation problems)",
+    503: "The event store failed; nothing was stored",
+}
+
+
+def errors(*codes: int, **descriptions: str) -> dict:
+    """OpenAPI ``responses`` for these status codes, all with the one error body."""
+    return {code: {"model": ErrorResponse, "description": descriptions.get(f"s{code}", _ERROR_TEXT[code])}
+            for code in codes}
 
 
 def _response(result: RecommendResult) -> JSONResponse:
@@ -106,12 +129,12 @@ def _response(result: RecommendResult) -> JSONResponse:
 recommendations = APIRouter(tags=["recommendations"])
 
 
-@recommendations.post("/recommend", response_model=RecommendResponse, responses=ERRORS)
+@recommendations.post("/recommend", response_model=RecommendResponse, responses=errors(400, 404, 413, 422))
 async def recommend(body: RecommendRequest, service: Service, request: Request) -> JSONResponse:
     """Top-k items for a user (training history plus every event stored so far) or for
     an anonymous list of recent items. Known items are never returned."""
-    arguments = dict(user_id=body.user_id, items=body.items, k=body.k, exclude=body.exclude, filters=body.filters,
-                     diversity=body.diversity, explain=body.explain, explore=body.explore)
+    arguments = {"user_id": body.user_id, "items": body.items, "k": body.k, "exclude": body.exclude,
+                 "filters": body.filters, "diversity": body.diversity, "explain": body.explain, "explore": body.explore}
     if service.warm:  # concurrent requests are scored together, in the loop
         return _response(await request.app.state.batcher.recommend(**arguments))
     return _response(await asyncio.to_thread(lambda: service.recommend(**arguments)))
@@ -127,9 +150,10 @@ async def _run(service: RecommendationService, function, **kwargs):
     return await asyncio.to_thread(lambda: function(**kwargs))
 
 
-@recommendations.get("/items/{item_id}/similar", response_model=RecommendResponse, responses=ERRORS)
+@recommendations.get("/items/{item_id}/similar", response_model=RecommendResponse, responses=errors(400, 404, 422))
 async def similar(item_id: str, service: Service, k: Annotated[int, Query(ge=1)] = 10, explain: bool = False,
-                  diversity: Annotated[float | None, Query(ge=0.0, le=1.0)] = None) -> JSONResponse:
+                  diversity: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = None
+                  ) -> JSONResponse:
     """Items related to one item (including items added with ``POST /items``)."""
     return _response(await _run(service, service.similar, item_id=item_id, k=k, explain=explain,
                                 diversity=diversity))
@@ -138,7 +162,7 @@ async def similar(item_id: str, service: Service, k: Annotated[int, Query(ge=1)]
 items = APIRouter(tags=["items"])
 
 
-@items.get("/items", response_model=SearchResponse)
+@items.get("/items", response_model=SearchResponse, responses=errors(400, 422))
 def search_items(service: Service, q: Annotated[str, Query(max_length=200)] = "",
                  limit: Annotated[int, Query(ge=1)] = 20) -> dict:
     """Catalog items whose title contains ``q`` (case-insensitive)."""
@@ -151,32 +175,42 @@ def features(service: Service) -> dict:
     return service.features()
 
 
-@items.get("/items/{item_id}", response_model=ItemInfo, responses=ERRORS)
+@items.get("/items/{item_id}", response_model=ItemInfo, responses=errors(404, 422))
 def get_item(item_id: str, service: Service) -> dict:
     return service.item(item_id)
 
 
-@items.post("/items", response_model=ItemInfo, status_code=201, responses={**WRITE_ERRORS, 409: {
-    "model": ErrorResponse, "description": "The item id exists"}}, dependencies=[Depends(require_api_key)])
-def add_item(body: NewItemRequest, service: Service) -> dict:
+@items.post("/items", response_model=ItemInfo, status_code=201, responses=errors(400, 401, 409, 413, 422),
+            dependencies=[Depends(require_api_key)])
+def add_item(body: NewItemRequest, service: Service, settings: Settings) -> dict:
     """Add an item the model never saw. Its text is embedded at once; it is
     recommendable, and appears in ``/similar``, from the next request on."""
+    limit = settings.limits.max_list
+    if len(body.features) > limit:
+        raise InvalidRequestError(f"features has {len(body.features)} names; the limit is {limit}")
+    for name, values in body.features.items():
+        if len(values) > limit:
+            raise InvalidRequestError(f"features.{name} has {len(values)} values; the limit is {limit}")
     return service.add_item(body.item_id, body.text, body.features, body.title)
 
 
 events = APIRouter(tags=["events"])
 
 
-@events.post("/events", response_model=EventsResponse, responses={**WRITE_ERRORS, 503: {
-    "model": ErrorResponse, "description": "The event store failed; nothing was stored"}},
-    dependencies=[Depends(require_api_key)])
+@events.post("/events", response_model=EventsResponse, responses=errors(400, 401, 404, 413, 422, 503),
+             dependencies=[Depends(require_api_key)])
 async def post_events(body: EventsBody, service: Service,
                       metrics: Annotated[ServeMetrics, Depends(get_metrics)]) -> dict:
     """Store one event, a list, or ``{"events": [...]}``. The answer comes only after
     they are durably committed; the same user's next ``/recommend`` reflects them."""
     raw = [body] if isinstance(body, EventIn) else body.events if isinstance(body, EventBatch) else body
     batch = [Event(e.user_id, e.item_id, e.type, e.value, e.unix_time(), e.event_id) for e in raw]
-    future = service.submit_events(batch)
+    try:
+        future = service.submit_events(batch)  # checked before it is queued: never fails a neighbour's commit
+    except DataError as error:
+        if isinstance(error, ItemExistsError):
+            raise
+        raise InvalidRequestError(str(error)) from None
     try:
         new = await asyncio.wrap_future(future)
     except Exception as error:
@@ -202,20 +236,62 @@ def metrics_endpoint(metrics: Annotated[ServeMetrics, Depends(get_metrics)]) -> 
     return Response(body, media_type=content_type)
 
 
-@operations.post("/admin/reload", response_model=ReloadResponse, responses=WRITE_ERRORS,
-                 dependencies=[Depends(require_api_key)])
+@operations.post("/admin/reload", response_model=ReloadResponse, responses=errors(
+    400, 401, 413, 422, s422="The artifact cannot be loaded (the message says why); the old model keeps serving"),
+    dependencies=[Depends(require_api_key)])
 def reload(service: Service, metrics: Annotated[ServeMetrics, Depends(get_metrics)],
-           body: ReloadRequest | None = None) -> dict:
+           body: ReloadRequest | None = None) -> dict | JSONResponse:
     """Swap in a new artifact (e.g. written by ``recloop retrain``) without dropping
-    requests; every worker process on the same event store follows."""
-    result = service.reload(body.artifact if body else None)
+    requests; every worker process on the same event store follows. An artifact that
+    cannot be loaded (missing, truncated or inconsistent files) is a 422 naming the
+    problem, and the model served so far keeps serving."""
+    requested = body.artifact if body else None
+    try:
+        result = service.reload(requested)
+    except Exception as error:  # any failure to load is the artifact's: say why, keep serving
+        reason = str(error) if isinstance(error, RecloopError) else f"{type(error).__name__}: {error}"
+        log.warning("reload of %s refused: %s", _shorten(str(requested)), _shorten(reason, 500),
+                    exc_info=not isinstance(error, RecloopError))
+        return _error(422, f"cannot load the artifact {_shorten(str(requested or service.state.path))}: "
+                           f"{_shorten(reason, 1000)}; still serving {service.state.path}")
     metrics.reloads.inc()
     return result
 
 
 # --- errors ---------------------------------------------------------------------------------------
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+def _printable(text: str) -> str:
+    """``text`` as UTF-8 can encode it: a lone surrogate becomes its escape (``\\ud800``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 4:]} ({len(text)} characters)"
+
+
+def _echo(value) -> str:
+    """A request value, shown in a message: JSON text with everything escaped to ASCII
+    (``NaN``, ``"\\ud800"``), cut to 80 characters."""
+    try:
+        text = json.dumps(jsonable_encoder(value), ensure_ascii=True, allow_nan=True)
+    except (TypeError, ValueError):  # a value jsonable_encoder cannot take is shown by its repr
+        text = ascii(value)
+    return text[:80]
+
+
+def _error(status: int, message: str, problems: list | None = None) -> JSONResponse:
+    body = {"detail": _printable(str(message))}
+    if problems is not None:
+        body["errors"] = problems
+    return JSONResponse(body, status_code=status)
+
+
+def _problem(item: dict) -> dict:
+    """A pydantic error without its ``input`` and ``ctx`` (raw values, maybe not JSON)."""
+    def clean(part):
+        return part if isinstance(part, int) and not isinstance(part, bool) else _printable(str(part))
+
+    return {"loc": [clean(p) for p in item.get("loc", ())], "msg": _printable(str(item.get("msg", "invalid"))),
+            "type": _printable(str(item.get("type", "value_error")))}
 
 
 _LOC_NOISE = ("body", "one", "batch", "list")
@@ -238,20 +314,28 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def recloop_error(request, error):
         return _error(400, str(error))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error):
+        response = _error(error.status_code, str(error.detail))
+        if error.headers:
+            response.headers.update(error.headers)
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def validation(request, error):
-        """One readable line per problem (``body.k: Input should be a valid integer``),
-        plus FastAPI's structured list under ``errors``."""
+        """One readable line per problem (``body.k: Input should be a valid integer
+        (got true)``), plus the problems one by one under ``errors``. Values are shown
+        escaped (``NaN``, ``"\\ud800"``): a raw one could make the answer itself fail."""
         problems = []
         for item in error.errors():
             # "body" and the union tags of POST /events ("one", "batch", "list") are noise to a reader
             where = ".".join(str(p) for p in item.get("loc", ()) if p not in _LOC_NOISE) or "body"
-            text = item.get("msg", "invalid")
-            if "input" in item and item.get("type") not in ("missing",) and not isinstance(item["input"], dict):
-                text += f" (got {json.dumps(jsonable_encoder(item['input']))[:80]})"
+            text = str(item.get("msg", "invalid"))
+            value = item.get("input")
+            if "input" in item and item.get("type") not in ("missing",) and not isinstance(value, dict):
+                text += f" (got {_echo(value)})"
             problems.append(f"{where}: {text}")
-        return JSONResponse({"detail": "; ".join(dict.fromkeys(problems)),
-                             "errors": jsonable_encoder(error.errors())}, status_code=422)
+        return _error(422, "; ".join(dict.fromkeys(problems)), [_problem(item) for item in error.errors()])
 
 
 class BodyLimitMiddleware:
@@ -328,10 +412,11 @@ def create_app(settings: ServeSettings, service_factory=None) -> FastAPI:
         finally:
             await asyncio.to_thread(service.close)
 
-    app = FastAPI(title="recloop", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="recloop", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Live recommendations: recommend, record feedback events, add items, similar items. "
                               "Ids are the dataset's external ids as strings.")
     app.state.settings = settings
+    app.openapi = lambda: _openapi(app)
     app.state.metrics = metrics = ServeMetrics()
     for router in (recommendations, events, items, operations):
         app.include_router(router)
@@ -342,9 +427,89 @@ def create_app(settings: ServeSettings, service_factory=None) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _add_offline_docs(app)
     app.add_middleware(BodyLimitMiddleware, get_limit=lambda: app.state.settings.limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """``/docs`` from Swagger UI files shipped in a Python package (``fastapi-offline``),
+    so the page works with no internet access; FastAPI's default loads them from a CDN."""
+    try:
+        import fastapi_offline
+    except ImportError:  # not installed: say so at /docs rather than show a blank page
+        log.warning("fastapi-offline is not installed: /docs needs the Swagger UI assets (pip install fastapi-offline)")
+
+        @app.get("/docs", include_in_schema=False)
+        def docs_missing() -> HTMLResponse:
+            return HTMLResponse("<p>The API page needs the <code>fastapi-offline</code> package "
+                                "(<code>pip install 'recloop[serve]'</code>); the schema is at "
+                                "<a href='/openapi.json'>/openapi.json</a>.</p>")
+        return
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png", oauth2_redirect_url=None)
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema plus the limits this server enforces (``app.state.settings.limits``)
+    and the rule "``user_id`` or ``items``, not both", so that generated clients and API
+    testers know what the server accepts."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        _state_limits(schema, app.state.settings.limits)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _state_limits(schema: dict, limits: Limits) -> None:
+    models = schema["components"]["schemas"]
+
+    def arrays(node: dict):  # the array schemas of a property, through anyOf (optional fields)
+        return [node] if node.get("type") == "array" else [n for n in node.get("anyOf", ()) if n.get("type") == "array"]
+
+    def objects(node: dict):
+        return [node] if node.get("type") == "object" else [n for n in node.get("anyOf", ()) if n.get("type") == "object"]
+
+    recommend = models["RecommendRequest"]
+    props = recommend["properties"]
+    props["k"]["maximum"] = limits.max_k
+    for name in ("items", "exclude"):
+        for node in arrays(props[name]):
+            node["maxItems"] = limits.max_list
+    for node in objects(props["filters"]):
+        node["maxProperties"] = limits.max_list
+        for values in arrays(node.get("additionalProperties", {})):
+            values["maxItems"] = limits.max_list
+    recommend["oneOf"] = [
+        {"required": ["user_id"], "properties": {"user_id": {"type": "string"}, "items": {"type": "null"}}},
+        {"required": ["items"], "properties": {"items": {"type": "array"}, "user_id": {"type": "null"}}},
+    ]
+    recommend["description"] = (recommend.get("description", "") + " Give `user_id` or `items`, not both.").strip()
+    models["EventBatch"]["properties"]["events"]["maxItems"] = limits.max_batch
+    new_item = models["NewItemRequest"]["properties"]
+    new_item["text"]["maxLength"] = limits.max_text
+    new_item["features"]["maxProperties"] = limits.max_list
+    for values in arrays(new_item["features"].get("additionalProperties", {})):
+        values["maxItems"] = limits.max_list
+    for path, method, name in [("/items/{item_id}/similar", "get", "k"), ("/items", "get", "limit")]:
+        for parameter in schema["paths"][path][method].get("parameters", ()):
+            if parameter["name"] == name:
+                parameter["schema"]["maximum"] = limits.max_k
+    body = schema["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    for node in [body, *body.get("oneOf", ()), *body.get("anyOf", ())]:
+        if node.get("type") == "array":
+            node["maxItems"] = limits.max_batch
 
 
 def app_from_env() -> FastAPI:

@@ -18,9 +18,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from recloop.errors import ConfigError
+from recloop.errors import ConfigError, DataError
 
 EVENT_TYPES = ("view", "click", "rate", "purchase", "skip")
+
+#: Event times are Unix seconds in [MIN_TIME, MAX_TIME): 1970-01-01 to 3000-01-01 UTC.
+#: Anything outside is a client bug (a time in milliseconds, a placeholder date), and an
+#: unbounded one (1e300) would overflow the integer timestamps of ``recloop retrain``.
+MIN_TIME = 0.0
+MAX_TIME = 32_503_680_000.0
+#: A ``value`` must fit the float32 ratings of a training log.
+MAX_VALUE = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,45 @@ class StoredEvent:
     value: float | None
     time: float
     event_id: str | None = None
+
+
+def event_problem(type: str, value: float | None, time: float | None) -> str | None:
+    """Why an event cannot be stored (``None`` when it can): the one rule shared by the
+    HTTP schema, the event store (which checks before queueing) and ``recloop retrain``
+    (which skips rows an older version let in)."""
+    if type not in EVENT_TYPES:
+        return f"unknown event type {type!r}; types are {list(EVENT_TYPES)}"
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                  and abs(value) <= MAX_VALUE):
+        return f"event value must be a finite number within float32 range (|value| <= {MAX_VALUE:.4g}), got {value!r}"
+    if time is not None and not (isinstance(time, (int, float)) and math.isfinite(time)
+                                 and MIN_TIME <= time < MAX_TIME):
+        return (f"event time must be Unix seconds from {MIN_TIME:.0f} (1970-01-01) to before {MAX_TIME:.0f} "
+                f"(3000-01-01), got {time!r}")
+    return None
+
+
+def text_problem(name: str, text) -> str | None:
+    """Why ``text`` is not a usable id (``None`` when it is): a non-blank string that
+    UTF-8 can encode (no lone surrogate such as ``"\\ud800"``, which no database stores)."""
+    if not isinstance(text, str) or not text.strip():
+        return f"{name} must be a non-blank string, got {text!r}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{name} must be valid Unicode text (it holds a lone surrogate), got {text!r}"
+    return None
+
+
+def check_event(event: Event) -> None:
+    """Raise :class:`~recloop.errors.DataError` naming the problem if ``event`` cannot be stored."""
+    problem = event_problem(event.type, event.value, event.time)
+    for name in ("user_id", "item_id", "event_id"):
+        text = getattr(event, name)
+        if problem is None and not (text is None and name == "event_id"):
+            problem = text_problem(name, text)
+    if problem is not None:
+        raise DataError(f"event of user {event.user_id!r} on item {event.item_id!r}: {problem}")
 
 
 @dataclass(frozen=True)

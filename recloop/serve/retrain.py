@@ -12,6 +12,14 @@ cold: a column of zeros teaches a model nothing). The new artifact records the l
 event id it folded in (``extra.json``: ``events_through``), so a service that loads it
 replays only later events, and the next retrain starts from there.
 
+Rows an older server let into the store that no model can learn from (a time that is
+not finite or outside 1970-3000, a value outside float32) are skipped with a warning
+naming how many (``FoldStats.skipped_bad_rows``), instead of failing every retrain.
+
+The evaluation metrics of the source artifact are carried into the new one
+(``metrics.json``), under ``"evaluated"`` marking them as measured on the source
+model: the refitted model itself has not been evaluated.
+
 Event times become interaction timestamps (Unix seconds, truncated), so in a log with
 timestamps the new events sort after the user's older ones; in a log without
 timestamps they are appended after it. Positive events without a value carry
@@ -20,7 +28,9 @@ timestamps they are appended after it. Positive events without a value carry
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +39,11 @@ import numpy as np
 from recloop.artifact import load_artifact
 from recloop.data.features import Features
 from recloop.data.interactions import Interactions
-from recloop.serve.events import EventPolicy
+from recloop.serve.events import EventPolicy, event_problem, text_problem
 from recloop.serve.state import EVENTS_THROUGH
 from recloop.serve.store import EventStore, StoredItem
 
+logger = logging.getLogger("recloop.serve")
 
 @dataclass(frozen=True)
 class FoldStats:
@@ -44,21 +55,32 @@ class FoldStats:
     new_users: int
     new_items: int
     events_through: int  # the last event id read
+    skipped_bad_rows: int = 0  # rows with a time or value no model can use (see the module docstring)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def fold_events(model, store: EventStore, policy: EventPolicy = EventPolicy(),
+def fold_events(model, store: EventStore, policy: EventPolicy | None = None,
                 after_id: int = 0) -> tuple[Interactions, Features | None, Features | None, FoldStats]:
     """The model's training log plus the positive events with ``id > after_id``.
 
     Returns ``(interactions, item_features, user_features, stats)`` over vocabularies
     extended with the new users and items.
     """
+    policy = policy or EventPolicy()
     base: Interactions = model.history_
     events = list(store.iter_events(after_id))
     last_id = events[-1].id if events else after_id
+    bad = [e for e in events if _row_problem(e) is not None]
+    if bad:
+        first = bad[0]
+        message = (f"skipped {len(bad)} of {len(events)} stored events that cannot be learned from "
+                   f"(e.g. event id {first.id}: {_row_problem(first)})")
+        warnings.warn(message, stacklevel=2)
+        logger.warning(message)
+        bad_ids = {e.id for e in bad}
+        events = [e for e in events if e.id not in bad_ids]
     positives = [e for e in events if policy.is_positive(e.type, e.value)]
     stored_items: dict[str, StoredItem] = {i.item_id: i for i in store.items_after(0)}
 
@@ -92,12 +114,22 @@ def fold_events(model, store: EventStore, policy: EventPolicy = EventPolicy(),
     user_features = model.user_features_
     if user_features is not None and len(users) > len(base.users):
         user_features = user_features.aligned_to(base.users).append(users.to_list()[len(base.users):])
-    stats = FoldStats(len(events), len(usable), skipped, len(users) - len(base.users), len(new_item_ids), last_id)
+    stats = FoldStats(len(events) + len(bad), len(usable), skipped, len(users) - len(base.users), len(new_item_ids),
+                      last_id, len(bad))
     return log, item_features, user_features, stats
 
 
+def _row_problem(event) -> str | None:
+    """Why a stored event cannot become an interaction (``None`` when it can)."""
+    problem = event_problem(event.type, event.value, event.time)
+    for name in ("user_id", "item_id"):
+        if problem is None:
+            problem = text_problem(name, getattr(event, name))
+    return problem
+
+
 def retrain(artifact: str | Path, store: EventStore, output: str | Path,
-            policy: EventPolicy = EventPolicy()) -> tuple[Path, FoldStats]:
+            policy: EventPolicy | None = None) -> tuple[Path, FoldStats]:
     """Fold the events into ``artifact``'s training log, refit the same model config,
     write the new artifact to ``output`` (atomically; it may be ``artifact`` itself)."""
     loaded = load_artifact(Path(artifact))
@@ -112,8 +144,24 @@ def retrain(artifact: str | Path, store: EventStore, output: str | Path,
     extra.update({EVENTS_THROUGH: stats.events_through,
                   "retrain": {**stats.to_dict(), "from": str(Path(artifact).resolve()), "store": _safe_url(store),
                               "fit_seconds": seconds, "interactions": len(log), "time": time.time()}})
-    path = fresh.save(output, extra=extra)
+    path = fresh.save(output, metrics=carried_metrics(loaded.metrics, artifact), extra=extra)
     return path, stats
+
+
+def carried_metrics(metrics: dict, source: str | Path) -> dict:
+    """The source artifact's evaluation metrics, marked as measured on the source model.
+
+    The first retrain adds ``"evaluated"`` naming the source artifact; later retrains keep
+    that mark, since the numbers still come from that evaluation."""
+    if not metrics:
+        return {}
+    carried = dict(metrics)
+    carried.setdefault("evaluated", {
+        "artifact": str(Path(source).resolve()),
+        "note": "these metrics were measured on the model of this artifact; the refit by `recloop retrain` "
+                "(same hyperparameters, more events) has not been evaluated",
+    })
+    return carried
 
 
 def _safe_url(store: EventStore) -> str:

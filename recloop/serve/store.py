@@ -9,7 +9,9 @@ holding the events has committed (SQLite ``synchronous=FULL`` by default: the WA
 fsynced). The service answers 2xx after that, so an acknowledged event survives a
 SIGKILL of the server. Writes go through one :class:`GroupCommitter` thread per
 process, which puts every append waiting at that moment into one transaction (group
-commit): one fsync serves many concurrent requests.
+commit): one fsync serves many concurrent requests. Events are checked before they
+are queued, and if a shared transaction still fails, each request's events are retried
+in a transaction of their own: one request's bad event never fails its neighbours.
 
 The store is also how several server processes stay consistent: event and item ids
 only grow, and each process tails both tables (``events_after``, ``items_after``).
@@ -20,7 +22,9 @@ id can commit after a reader has seen a larger one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -30,13 +34,30 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlparse
 
 import numpy as np
 
 from recloop.errors import ConfigError, DataError
-from recloop.serve.events import Event, StoredEvent
+from recloop.serve.events import Event, StoredEvent, check_event
+
+#: Where ``default_db_path`` puts the event database when ``RECLOOP_HOME`` is set.
+HOME_ENV = "RECLOOP_HOME"
+
+
+def default_db_path() -> Path:
+    """The default SQLite event store: ``$RECLOOP_HOME/events.db``, else
+    ``$XDG_DATA_HOME/recloop/events.db``, else ``~/.local/share/recloop/events.db``.
+
+    A data directory rather than the working directory, so that serving from a
+    checkout never leaves a database in the repository. The folder is created when
+    the store opens (not here)."""
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home).expanduser() / "events.db"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data).expanduser() / "recloop" / "events.db"
 
 
 @dataclass(frozen=True)
@@ -109,7 +130,7 @@ class GroupCommitter:
     def _run(self) -> None:
         try:
             self._connection = self._connect()
-        except BaseException as error:  # reported to the constructor
+        except BaseException as error:  # noqa: BLE001 - reported to the constructor
             self._error = error
             self._ready.set()
             return
@@ -139,24 +160,37 @@ class GroupCommitter:
 
     def _close_connection(self) -> None:
         if self._connection is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken: nothing left to release
                 self._connection.close()
-            except Exception:  # already broken: nothing left to release
-                pass
             self._connection = None
+
+    def _write(self, events: list[Event]) -> list[bool]:
+        """One transaction; on failure nothing of it is stored and the connection is
+        dropped (a broken one is replaced on the next write: a database restart costs
+        the requests in flight only)."""
+        try:
+            if self._connection is None:  # lost with an earlier failure: reconnect
+                self._connection = self._connect()
+            return self._write_batch(self._connection, events)
+        except BaseException:
+            self._close_connection()
+            raise
 
     def _commit(self, batch) -> None:
         events = [e for chunk, _ in batch for e in chunk]
         try:
-            if self._connection is None:  # lost with an earlier failure: reconnect
-                self._connection = self._connect()
-            inserted = self._write_batch(self._connection, events)
-        except BaseException as error:
-            # Nothing of this batch is acknowledged; a broken connection is replaced
-            # on the next batch (a database restart costs the requests in flight only).
-            self._close_connection()
-            for _, future in batch:
-                future.set_exception(error)
+            inserted = self._write(events)
+        except BaseException as error:  # noqa: BLE001 - handed to the callers' futures
+            if len(batch) == 1:
+                batch[0][1].set_exception(error)
+                return
+            # One request's events may be what the database refused: commit each request
+            # alone, so that only the request at fault fails, never its neighbours.
+            for chunk, future in batch:
+                try:
+                    future.set_result(sum(self._write(chunk)))
+                except BaseException as alone:  # noqa: BLE001 - handed to this caller's future
+                    future.set_exception(alone)
             return
         start = 0
         for chunk, future in batch:
@@ -177,7 +211,14 @@ class EventStore(ABC):
     _writer: GroupCommitter
 
     def submit(self, events: Sequence[Event]) -> Future:
-        """Queue ``events`` for the next group commit; the future resolves after it."""
+        """Queue ``events`` for the next group commit; the future resolves after it.
+
+        Each event is checked first (:func:`~recloop.serve.events.check_event`: finite
+        time and value in range, encodable ids): a bad one raises
+        :class:`~recloop.errors.DataError` here, before anything is queued, so it can
+        never fail the transaction shared with other requests' events."""
+        for event in events:
+            check_event(event)
         return self._writer.submit(events)
 
     @abstractmethod
@@ -232,7 +273,7 @@ class EventStore(ABC):
             yield from rows
             after_id = rows[-1].id
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -30,7 +30,7 @@ def start_server(artifact, db, port: int, *args: str, log_path=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("HF_HUB_OFFLINE", "1")
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the server writes it
     return subprocess.Popen([sys.executable, "-m", "recloop", "serve", str(artifact), "--port", str(port),
                              "--db", str(db), "--log-level", "warning", *args],
                             stdout=log, stderr=log, env=env, start_new_session=True)
@@ -60,6 +60,7 @@ def stop_server(process, sig=None) -> None:
     """Signal the server's whole process group (default SIGTERM) and reap it."""
     import os
     import signal
+    import subprocess
 
     if process.poll() is None:
         try:
@@ -68,7 +69,7 @@ def stop_server(process, sig=None) -> None:
             pass
     try:
         process.wait(timeout=30)
-    except Exception:
+    except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
 

@@ -105,3 +105,25 @@ def test_feedback_in_the_page_changes_the_recommendations(browser, server):
         info = page.request.get(f"{server}/items/{item_id}").json()
         assert "Horror" in info["features"]["genre"]
     assert not errors, errors
+
+
+@pytest.mark.slow
+def test_api_docs_render_without_the_internet(browser, server):
+    """``/docs`` draws every operation from this server's own files: any request to
+    another host is blocked and recorded (offline, a CDN would leave a blank page)."""
+    page = browser.new_page()
+    remote = []
+
+    def only_local(route):
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            remote.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    summaries = page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/recommend" in summaries and "/events" in summaries
+    assert not remote, remote

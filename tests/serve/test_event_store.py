@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import numpy as np
 import pytest
 
-from recloop.errors import ConfigError
+from recloop.errors import ConfigError, DataError
 from recloop.serve.events import Event
 from recloop.serve.store import ItemExistsError, NewItem, SQLiteEventStore, open_store
 
@@ -77,7 +78,7 @@ def test_concurrent_appends_are_group_committed_and_all_durable(store_url):
             try:
                 for i in range(50):
                     assert store.append([Event(f"u{t}", f"i{i}", "click", event_id=f"{t}-{i}")]) == 1
-            except BaseException as error:  # reported below
+            except Exception as error:  # noqa: BLE001 - reported below
                 errors.append(error)
 
         threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
@@ -134,3 +135,103 @@ def test_a_restarted_postgres_costs_only_the_requests_in_flight(postgres_url):
             pass
         store.append([Event("u", "c", "click")])
         assert {e.item_id for e in store.events_after(0)} >= {"a", "c"}
+
+
+@pytest.mark.parametrize("bad, message", [
+    (Event("u", "i", "click", time=float("nan")), "event time must be Unix seconds"),
+    (Event("u", "i", "click", time=float("inf")), "event time must be Unix seconds"),
+    (Event("u", "i", "click", time=1e300), "event time must be Unix seconds"),
+    (Event("u", "i", "click", time=-1e308), "event time must be Unix seconds"),
+    (Event("u", "i", "rate", value=1e308), "float32 range"),
+    (Event("u", "i", "rate", value=float("nan")), "float32 range"),
+    (Event("\ud800", "i", "click"), "lone surrogate"),
+    (Event(" ", "i", "click"), "user_id must be a non-blank string"),
+    (Event("u", "i", "clik"), "unknown event type 'clik'"),
+])
+def test_bad_events_are_refused_before_they_are_queued(tmp_path, bad, message):
+    with open_store(tmp_path / "e.db") as store:
+        with pytest.raises(DataError, match=message):
+            store.submit([Event("u", "i", "click"), bad])
+        assert store.append([Event("u", "i", "click")]) == 1 and store.count() == 1  # nothing of it was stored
+
+
+def _poison(store) -> None:
+    """A row the database itself refuses (as a constraint or a trigger would): the case
+    that checking before queueing cannot catch."""
+    with store._lock:
+        store._reader.execute("CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.user_id = 'poison' "
+                              "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END")
+
+
+def test_a_failed_group_commit_fails_only_the_request_at_fault(tmp_path):
+    from concurrent.futures import Future
+
+    with SQLiteEventStore(tmp_path / "e.db") as store:
+        _poison(store)
+        batch = [([Event("a", "i1", "click"), Event("a", "i2", "click")], Future()),
+                 ([Event("poison", "i1", "click")], Future()),
+                 ([Event("b", "i1", "click", event_id="k1")], Future())]
+        store._writer._commit(batch)  # the three requests as one group commit
+        assert batch[0][1].result() == 2 and batch[2][1].result() == 1
+        with pytest.raises(Exception, match="poisoned row"):
+            batch[1][1].result()
+        assert sorted(e.user_id for e in store.events_after(0)) == ["a", "a", "b"]
+
+
+def test_concurrent_writers_lose_nothing_to_a_poisoned_neighbour(tmp_path):
+    with SQLiteEventStore(tmp_path / "e.db") as store:
+        _poison(store)
+        failures, refused, stop = [], [0], threading.Event()
+
+        def good(t):
+            for i in range(40):
+                try:
+                    store.append([Event(f"u{t}", f"i{i}", "click", event_id=f"{t}-{i}")])
+                except sqlite3.Error as error:  # a good event refused: the bug under test
+                    failures.append(error)
+
+        def bad():
+            while not stop.is_set():
+                try:
+                    store.append([Event("poison", "i1", "click")])
+                except sqlite3.Error:
+                    refused[0] += 1
+
+        spoiler = threading.Thread(target=bad)
+        spoiler.start()
+        threads = [threading.Thread(target=good, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stop.set()
+        spoiler.join()
+        assert not failures and refused[0] > 0
+        assert store.count() == 320
+
+
+def test_the_default_database_lives_in_a_data_directory(monkeypatch, tmp_path):
+    from recloop.serve.store import default_db_path
+
+    monkeypatch.setenv("RECLOOP_HOME", str(tmp_path / "home"))
+    assert default_db_path() == tmp_path / "home" / "events.db"
+    monkeypatch.delenv("RECLOOP_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_db_path() == tmp_path / "xdg" / "recloop" / "events.db"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    path = default_db_path()
+    assert path == tmp_path / "user" / ".local" / "share" / "recloop" / "events.db"
+    with open_store(path) as store:  # the folder is created on demand
+        assert store.append([Event("u", "i", "click")]) == 1
+    assert path.is_file()
+
+
+def test_event_databases_are_ignored_by_git():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("recloop-events.db", "events.db-wal", "x/events.db-shm"):
+        done = subprocess.run(["git", "check-ignore", "-q", name], cwd=root, check=False)
+        assert done.returncode == 0, f"{name} is not ignored by .gitignore"
