@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=None, help="worker processes, each loads the model (default 1)")
     p.add_argument("--db", default=None,
-                   help="event store: a SQLite file or postgresql://USER@HOST:PORT/DB (default ./recloop-events.db)")
+                   help="event store: a SQLite file or postgresql://USER@HOST:PORT/DB (default $RECLOOP_HOME/events.db, "
+                        "else ~/.local/share/recloop/events.db)")
     p.add_argument("--api-key", default=os.environ.get("RECLOOP_API_KEY"),
                    help="require this key (X-API-Key header) on write and admin endpoints "
                         "(default: $RECLOOP_API_KEY, which keeps it out of the process list; none: open)")
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("retrain", help="fold the event log into an artifact's training data and refit it")
     p.add_argument("artifact", help="the artifact the service runs")
-    p.add_argument("--db", required=True, help="the service's event store (file path or postgresql:// URL)")
+    p.add_argument("--db", default=None, help="the service's event store (file path or postgresql:// URL; "
+                                              "default: the same default as serve)")
     p.add_argument("--output", "-o", required=True, help="new artifact directory (may be ARTIFACT itself)")
     p.add_argument("--reload", metavar="URL", default=None,
                    help="then ask the running service at URL (http://host:port) to load the new artifact")
@@ -433,11 +435,13 @@ def _serve_settings_help() -> str:
 
 @command("serve")
 def cmd_serve(args) -> int:
+    import dataclasses
     import logging
     import tempfile
 
     from recloop.artifact import load_artifact
     from recloop.serve.settings import ENV_VAR, exposure_warning, load_serve_settings
+    from recloop.serve.store import default_db_path
 
     try:
         import uvicorn
@@ -453,6 +457,8 @@ def cmd_serve(args) -> int:
     if warning:
         logging.getLogger("recloop.serve").warning(warning)
         print(f"warning: {warning}", file=sys.stderr)
+    if not settings.db:  # resolved once here, so that every worker writes to the same file
+        settings = dataclasses.replace(settings, db=str(default_db_path()))
     os.environ[ENV_VAR] = settings.to_json()  # read by each worker's app factory
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recloop-metrics-")

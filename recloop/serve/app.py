@@ -162,11 +162,13 @@ async def similar(item_id: str, service: Service, k: Annotated[int, Query(ge=1)]
 items = APIRouter(tags=["items"])
 
 
-@items.get("/items", response_model=SearchResponse, responses=errors(400, 422))
+@items.get("/items", response_model=SearchResponse, responses=errors(400, 404, 422))
 def search_items(service: Service, q: Annotated[str, Query(max_length=200)] = "",
-                 limit: Annotated[int, Query(ge=1)] = 20) -> dict:
-    """Catalog items whose title contains ``q`` (case-insensitive)."""
-    return {"items": service.search(q, limit)}
+                 limit: Annotated[int, Query(ge=1)] = 20,
+                 user_id: Annotated[str | None, Query(min_length=1, max_length=256, pattern=r"\S")] = None) -> dict:
+    """Catalog items whose title contains ``q`` (case-insensitive). With ``user_id``, each
+    item says whether that user already has it (``known``); an unknown user is a 404."""
+    return {"items": service.search(q, limit, user_id)}
 
 
 @items.get("/features", response_model=dict[str, list[str]])

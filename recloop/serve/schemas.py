@@ -222,6 +222,7 @@ class ItemInfo(BaseModel):
     title: str | None = None
     cold: bool = Field(description="Added while serving (not in the model's training data).")
     features: dict[str, list[str]] = Field(default_factory=dict)
+    known: bool | None = Field(None, description="With a user_id in the search: whether that user already has the item.")
 
 
 class SearchResponse(BaseModel):

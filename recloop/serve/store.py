@@ -280,15 +280,15 @@ class EventStore(ABC):
         self.close()
 
 
-def open_store(url: str | Path, *, synchronous: str = "full") -> EventStore:
+def open_store(url: str | Path | None = None, *, synchronous: str = "full") -> EventStore:
     """Open (creating if needed) the store at ``url``.
 
     ``url``: a file path or ``sqlite:///path/to/events.db`` (SQLite), or
-    ``postgresql://user@host:port/db`` (PostgreSQL). ``synchronous`` applies to
+    ``postgresql://user@host:port/db`` (PostgreSQL); None or empty: :func:`default_db_path`. ``synchronous`` applies to
     SQLite: ``full`` (fsync every commit: survives power loss) or ``normal`` (survives
     a killed process, may lose the last commits on power loss; faster).
     """
-    text = str(url)
+    text = str(url or default_db_path())
     scheme = urlparse(text).scheme
     if scheme in ("postgresql", "postgres"):
         return PostgresEventStore(text)

@@ -68,6 +68,16 @@ def test_similar_search_and_items(client):
     assert "space" in client.get("/features").json()["genre"]
 
 
+def test_search_marks_what_the_user_has(client):
+    assert client.post("/events", json={"user_id": "searcher", "item_id": "i46", "type": "click"}).status_code == 200
+    title = client.get("/items/i46").json()["title"]
+    found = client.get("/items", params={"q": title, "limit": 50, "user_id": "searcher"}).json()["items"]
+    marks = {item["item_id"]: item["known"] for item in found}
+    assert marks["i46"] is True and not any(known for item_id, known in marks.items() if item_id != "i46")
+    assert client.get("/items", params={"q": title}).json()["items"][0]["known"] is None
+    assert client.get("/items", params={"q": title, "user_id": "nobody"}).status_code == 404
+
+
 def test_new_item_over_http(client):
     title = client.get("/items/i46").json()["title"]
     created = client.post("/items", json={"item_id": "fresh", "text": f"{title} sequel",

@@ -40,6 +40,7 @@ function itemRow(item, { score, reasons, explored } = {}) {
   if (item.features && item.features.genre && item.features.genre.length) meta.push(item.features.genre.join(", "));
   if (score !== undefined) meta.push(`score ${score.toFixed(3)}`);
   if (item.cold) meta.push("new item");
+  if (item.known) { meta.push("you have this"); row.classList.add("known"); }
   if (explored) { meta.push("exploring"); row.classList.add("explored"); }
   row.querySelector(".meta").textContent = meta.join(" · ");
   const list = row.querySelector(".reasons");
@@ -77,7 +78,14 @@ async function search(query) {
   const results = $("#results");
   if (!query.trim()) { results.replaceChildren(); return; }
   try {
-    const data = await api("GET", `/items?q=${encodeURIComponent(query)}&limit=15`);
+    const path = `/items?q=${encodeURIComponent(query)}&limit=15`;
+    let data;
+    try {
+      data = await api("GET", `${path}&user_id=${encodeURIComponent(state.userId)}`); // marks what the user has
+    } catch (error) {
+      if (error.status !== 404) throw error;
+      data = await api("GET", path); // a visitor with no events yet
+    }
     results.replaceChildren(...data.items.map((item) => itemRow(item)));
     if (!data.items.length) setStatus(`No title contains “${query}”.`);
   } catch (error) {
