@@ -93,14 +93,16 @@ def fake_uvicorn(monkeypatch):
     return calls
 
 
-def test_cli_serve_reads_the_config_through_the_typed_loader(synthetic_artifact, fake_uvicorn, capsys, monkeypatch):
+def test_cli_serve_reads_the_config_through_the_typed_loader(synthetic_artifact, fake_uvicorn, capsys, monkeypatch,
+                                                             tmp_path):
+    monkeypatch.setenv("RECLOOP_HOME", str(tmp_path))  # the example config leaves db to the default
     code = main(["serve", str(synthetic_artifact), "--config", str(EXAMPLE), "--set", "retrieval.index=exact",
                  "--rerank.diversity=0.3", "--port", "9001", "--host", "0.0.0.0"])
     assert code == 0
     settings = ServeSettings.from_json(os.environ[ENV_VAR], environ={})
     assert settings.artifact == str(Path(synthetic_artifact).resolve())
     assert settings.retrieval.index == "exact" and settings.rerank.diversity == 0.3
-    assert settings.db == "data/recloop-events.db" and settings.api_key is None
+    assert settings.db == str(tmp_path / "events.db") and settings.api_key is None
     assert fake_uvicorn[0]["port"] == 9001 and fake_uvicorn[0]["host"] == "0.0.0.0"
     assert "without an API key" in capsys.readouterr().err
     monkeypatch.setenv(API_KEY_VAR, "from-env")  # the key never needs a command-line flag
