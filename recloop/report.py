@@ -44,7 +44,16 @@ def comparison_table(results: dict[str, EvaluationResult], fit_seconds: dict[str
     lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"({_users_note(results)})"] if any(r.sampled for r in results.values()) else []
     return "\n".join(lines)
+
+
+def _users_note(results: dict[str, EvaluationResult]) -> str:
+    """Who the metrics are over: one note if every model saw the same users, else one per model."""
+    notes = {label: result.users_note() for label, result in results.items()}
+    if len(set(notes.values())) == 1:
+        return f"evaluated {next(iter(notes.values()))}"
+    return "; ".join(f"{label} evaluated {note}" for label, note in notes.items())
 
 
 def _fmt(value) -> str:
@@ -123,7 +132,8 @@ def _metrics_table(results: dict[str, EvaluationResult], fit_seconds: dict[str, 
     for name, values in (("fit seconds", [fit_seconds.get(label, float("nan")) for label in results]),
                          ("evaluation seconds", [r.seconds for r in results.values()])):
         body.append(f"<tr><td>{name}</td>{''.join(f'<td>{v:.1f}</td>' for v in values)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table><p><small>± is the half-width of the 95% confidence interval over users.</small></p>"
+    return (f"<table><tr>{head}</tr>{''.join(body)}</table><p><small>± is the half-width of the 95% confidence "
+            f"interval over users; {html.escape(_users_note(results))}.</small></p>")
 
 
 def _paired_table(results: dict[str, EvaluationResult], best: str, metric: str) -> str:

@@ -2,8 +2,19 @@
 
 For each batch of test users: score every item, mask the items in the user's history
 (what the model was allowed to see), take the top ``max(k)`` with one ``topk`` over the
-score block, and mark the hits against the held-out items. Memory is bounded by
-``batch_size * n_items`` floats. Metrics are kept per user.
+score block, and mark the hits against the held-out items. Metrics are kept per user.
+
+Memory is bounded by a byte budget, not a user count: the ``(users, n_items)`` float32
+score block of one batch holds at most ``max_batch_bytes`` (at 1e6 items the default
+256 MiB is 67 users per batch; at 1,682 items the ``batch_size`` cap of 2,048 binds).
+Known items are masked by index, without a dense mask. What is kept across batches
+grows with the number of users (the top ``max(k)`` lists and hits), never with
+``users x items``; catalog-level metrics (coverage, exposure Gini) are bincounts over
+the lists.
+
+On a large population, ``sample_users`` evaluates a seeded uniform sample of the users
+with a target; the result records the sample and the population sizes, and its
+per-user values give the confidence interval of each mean over the whole population.
 
 The sampled protocol (rank the held-out items among ``n_negatives`` random unseen
 items) exists only to compare with papers that used it; it inflates every metric.
@@ -30,6 +41,7 @@ from recloop.utils import make_rng
 
 BEYOND_METRICS = ("coverage", "gini", "diversity", "novelty", "popularity", "long_tail")
 LIST_LEVEL = ("coverage", "gini")  # one value per run, not per user
+SCORE_BYTES = np.dtype(np.float32).itemsize
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,22 @@ class EvaluationConfig:
         ``n_negatives`` uniformly drawn unseen items per user.
     exclude_known:
         Mask the items in the user's history before ranking.
+    batch_size:
+        At most this many users per batch.
+    max_batch_bytes:
+        Memory budget of one batch's ``(users, n_items)`` float32 score block: a batch
+        holds ``max_batch_bytes // (4 * n_items)`` users (at least 1, at most
+        ``batch_size``); see :meth:`users_per_batch`. Ranking a block transiently needs
+        up to ~3x the block for rows with tied scores at the cut (the tie-break of
+        :func:`~recloop.models.base.stable_topk`).
+    sample_users:
+        Evaluate a uniform sample of this many users with a target, drawn with
+        ``seed`` (the same users for every model on the same target, so paired tests
+        still apply); 0 evaluates all of them.
     select_by:
         The validation metric that picks hyperparameters and early-stopping epochs.
+    seed:
+        Seeds the user sample and the sampled protocol's negatives.
     """
 
     k: tuple[int, ...] = (5, 10, 20)
@@ -61,12 +87,14 @@ class EvaluationConfig:
     n_negatives: int = 100
     exclude_known: bool = True
     batch_size: int = 2048
+    max_batch_bytes: int = 256 * 2**20
+    sample_users: int = 0
     diversity_feature: str = "genre"
     select_by: str = "ndcg@10"
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "k", tuple(sorted(set(int(x) for x in self.k))))
+        object.__setattr__(self, "k", tuple(sorted({int(x) for x in self.k})))
         if not self.k or self.k[0] < 1:
             raise ConfigError(f"evaluation.k must hold positive cutoffs, got {self.k}")
         for name in self.metrics:
@@ -81,9 +109,20 @@ class EvaluationConfig:
             raise ConfigError(f"evaluation.protocol must be 'full' or 'sampled', got {self.protocol!r}")
         if self.batch_size < 1:
             raise ConfigError("evaluation.batch_size must be at least 1")
+        if self.max_batch_bytes < 1:
+            raise ConfigError(f"evaluation.max_batch_bytes must be positive, got {self.max_batch_bytes}")
+        if self.sample_users < 0:
+            raise ConfigError(f"evaluation.sample_users must be 0 (all users) or a positive sample size, "
+                              f"got {self.sample_users}")
         name, _, cutoff = self.select_by.partition("@")
         if name not in M.ACCURACY_METRICS or not cutoff.isdigit():
             raise ConfigError(f"evaluation.select_by must look like 'ndcg@10', got {self.select_by!r}")
+
+    def users_per_batch(self, n_items: int) -> int:
+        """Users in one batch over ``n_items`` items: as many as fit ``max_batch_bytes``
+        as float32 scores, at least 1 (a catalog larger than the budget is still ranked
+        one user at a time), at most ``batch_size``."""
+        return max(1, min(self.batch_size, self.max_batch_bytes // (SCORE_BYTES * max(n_items, 1))))
 
 
 @dataclass
@@ -92,6 +131,8 @@ class EvaluationResult:
 
     ``per_user[name]`` is aligned with ``users``; ``aggregate`` holds list-level
     metrics (coverage, Gini); ``recommendations`` the top ``max(k)`` lists.
+    ``population`` is the number of users with a target; ``users`` holds all of them,
+    or a seeded sample (``config.sample_users``), when :attr:`sampled`.
     """
 
     users: np.ndarray
@@ -102,6 +143,23 @@ class EvaluationResult:
     config: EvaluationConfig
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    population: int | None = None
+
+    def __post_init__(self):
+        if self.population is None:
+            self.population = len(self.users)
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the users are a sample of the population rather than all of it."""
+        return len(self.users) < self.population
+
+    def users_note(self) -> str:
+        """Who was evaluated, for reports: "on all 943 users" or "on a sample of 10,000
+        of 1,000,000 users (seed 0)"."""
+        if self.sampled:
+            return f"on a sample of {len(self.users):,} of {self.population:,} users (seed {self.config.seed})"
+        return f"on all {len(self.users):,} users"
 
     def summary(self) -> dict[str, float]:
         """Mean of every per-user metric plus the list-level ones, one flat dict."""
@@ -113,6 +171,8 @@ class EvaluationResult:
         return self.summary()[metric]
 
     def interval(self, metric: str, level: float = 0.95) -> Interval:
+        """Confidence interval of the mean of a per-user metric; on a sample, of the
+        population's mean (the sample is uniform, so its mean is unbiased)."""
         return mean_confidence_interval(self.per_user[metric], level)
 
     def compare(self, other: EvaluationResult, metric: str) -> PairedTest:
@@ -126,7 +186,9 @@ class EvaluationResult:
         return {
             "metrics": self.summary(),
             "ci95": {name: [self.interval(name).low, self.interval(name).high] for name in self.per_user},
-            "n_users": int(len(self.users)),
+            "n_users": len(self.users),
+            "population_users": int(self.population),
+            "sampled_users": self.sampled,
             "protocol": self.config.protocol,
             "seconds": self.seconds,
             **self.extra,
@@ -152,7 +214,8 @@ class Evaluator:
 
     def evaluate(self, model: Recommender, target: Interactions, history: Interactions,
                  train: Interactions | None = None, progress: bool = False) -> EvaluationResult:
-        """Rank for every user with a ``target`` interaction.
+        """Rank for every user with a ``target`` interaction (or a seeded sample of
+        them, ``config.sample_users``).
 
         ``history`` is what the model sees of each user and what gets masked (training
         log for validation; training plus validation for test). ``train`` defines item
@@ -161,16 +224,18 @@ class Evaluator:
         cfg = self.config
         start = time.perf_counter()
         train = history if train is None else train
-        users = target.active_users()
+        population = target.active_users()
+        users = sample_users(population, cfg.sample_users, cfg.seed)
         n_items = target.n_items
         k_max = max(cfg.k)
         target_csr = target.to_csr()
         hits = np.zeros((len(users), k_max), dtype=bool)
         lists = np.full((len(users), k_max), -1, dtype=np.int64)
         rng = make_rng(cfg.seed)
-        batches = range(0, len(users), cfg.batch_size)
+        step = cfg.users_per_batch(n_items)
+        batches = range(0, len(users), step)
         for start_row in tqdm(batches, desc=f"evaluate {model.name}", disable=not progress, leave=False):
-            batch = users[start_row:start_row + cfg.batch_size]
+            batch = users[start_row:start_row + step]
             seen = history.histories(batch)
             scores = torch.from_numpy(model.score(batch, seen))
             if cfg.protocol == "sampled":
@@ -183,6 +248,7 @@ class Evaluator:
             rows = slice(start_row, start_row + len(batch))
             lists[rows, : items.shape[1]] = items
             hits[rows, : items.shape[1]] = _is_relevant(items, target_csr[batch])
+            del scores, values  # free this block before the next batch allocates its own
         n_relevant = np.diff(target_csr.indptr)[users]
 
         per_user: dict[str, np.ndarray] = {}
@@ -190,7 +256,8 @@ class Evaluator:
             for name in cfg.metrics:
                 per_user[f"{name}@{k}"] = M.ACCURACY_METRICS[name](hits, n_relevant, k)
         aggregate = self._beyond_accuracy(model, lists, train, per_user)
-        result = EvaluationResult(users, per_user, aggregate, lists, np.diff(history.user_indptr)[users], cfg)
+        result = EvaluationResult(users, per_user, aggregate, lists, np.diff(history.user_indptr)[users], cfg,
+                                  population=len(population))
         result.seconds = time.perf_counter() - start
         return result
 
@@ -226,12 +293,15 @@ class Evaluator:
     def _restrict_to_sampled(self, scores: torch.Tensor, seen, targets: sp.csr_matrix, rng) -> None:
         """Keep only targets and ``n_negatives`` sampled unseen items per row."""
         n_rows, n_items = scores.shape
-        known = seen.to_csr() + targets
-        allowed = torch.zeros(n_rows, n_items, dtype=torch.bool)
+        known = seen.to_csr() + targets  # canonical: sorted, distinct indices per row
+        allowed = torch.zeros(n_rows, n_items, dtype=torch.bool)  # a quarter of the score block
         for r in range(n_rows):
-            blocked = known.indices[known.indptr[r]:known.indptr[r + 1]]
-            pool = np.setdiff1d(np.arange(n_items), blocked, assume_unique=True)
-            negatives = rng.choice(pool, size=min(self.config.n_negatives, len(pool)), replace=False)
+            blocked = known.indices[known.indptr[r]:known.indptr[r + 1]].astype(np.int64)
+            # The j-th unblocked item, without materialising the n_items-long pool: the
+            # same draws as rng.choice(pool) (choice on a pool draws positions in it).
+            position = rng.choice(n_items - len(blocked), size=min(self.config.n_negatives, n_items - len(blocked)),
+                                  replace=False)
+            negatives = position + np.searchsorted(blocked - np.arange(len(blocked)), position, side="right")
             allowed[r, torch.from_numpy(negatives)] = True
         rows = np.repeat(np.arange(n_rows), np.diff(targets.indptr))
         allowed[torch.from_numpy(rows), torch.from_numpy(targets.indices.astype(np.int64))] = True
@@ -246,8 +316,9 @@ class Evaluator:
             raise ConfigError("RMSE/MAE need a test log with ratings")
         users = test.active_users()
         predicted = np.empty(len(test), dtype=np.float32)
-        for start_row in range(0, len(users), self.config.batch_size):
-            batch = users[start_row:start_row + self.config.batch_size]
+        step = self.config.users_per_batch(test.n_items)
+        for start_row in range(0, len(users), step):
+            batch = users[start_row:start_row + step]
             scores = model.score(batch, None if history is None else history.histories(batch))
             lo, hi = test.user_indptr[batch[0]], test.user_indptr[batch[-1] + 1]
             row_of_user = np.full(test.n_users, -1)
@@ -267,6 +338,15 @@ def validation_metric(model: Recommender, train: Interactions, valid: Interactio
     name, _, cutoff = metric.partition("@")
     evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric))
     return lambda: evaluator.evaluate(model, valid, train)[metric]
+
+
+def sample_users(users: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A uniform sample of ``size`` of ``users`` without replacement, in ascending
+    order, drawn from ``seed`` alone (so every model evaluated on the same target gets
+    the same users); all of them when ``size`` is 0 or not smaller than the population."""
+    if size == 0 or size >= len(users):
+        return users
+    return np.sort(make_rng(seed).choice(users, size=size, replace=False))
 
 
 def _is_relevant(items: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:

@@ -81,7 +81,7 @@ ACCURACY_METRICS = {
 # --- beyond accuracy ----------------------------------------------------------------------------
 def catalog_coverage(lists: np.ndarray, n_items: int) -> float:
     """Coverage@k = |distinct items in any list| / n_items."""
-    return float(len(np.unique(lists[lists >= 0])) / n_items)
+    return float(np.count_nonzero(np.bincount(lists[lists >= 0], minlength=n_items)) / n_items)
 
 
 def exposure_gini(lists: np.ndarray, n_items: int) -> float:
@@ -94,22 +94,33 @@ def exposure_gini(lists: np.ndarray, n_items: int) -> float:
     return gini(np.bincount(lists[lists >= 0], minlength=n_items))
 
 
-def intra_list_diversity(lists: np.ndarray, item_vectors: np.ndarray | sp.spmatrix) -> np.ndarray:
+def intra_list_diversity(lists: np.ndarray, item_vectors: np.ndarray | sp.spmatrix,
+                         chunk_users: int = 4096) -> np.ndarray:
     """ILD = mean over pairs i != j in the list of (1 - cos(v_i, v_j)), per user.
 
     ``item_vectors`` are genre indicators or embeddings, one row per item. Lists with
     fewer than two items score 0; items with a zero vector count as dissimilar (1).
+    Only the listed items' vectors are densified, and users go ``chunk_users`` at a
+    time, so memory follows the lists, not the catalog.
     """
-    vectors = item_vectors.toarray() if sp.issparse(item_vectors) else np.asarray(item_vectors, dtype=np.float64)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = np.divide(vectors, norms, out=np.zeros_like(vectors, dtype=np.float64), where=norms > 0)
     valid = lists >= 0
-    v = unit[np.where(valid, lists, 0)] * valid[..., None]  # (n_users, k, d)
-    sim = np.einsum("ukd,uld->ukl", v, v)
-    n = valid.sum(axis=1)
-    pair_sum = sim.sum(axis=(1, 2)) - np.einsum("ukk->u", sim)
-    pairs = n * (n - 1)
-    return np.where(pairs > 0, 1.0 - pair_sum / np.maximum(pairs, 1), 0.0)
+    listed, position = np.unique(np.where(valid, lists, 0), return_inverse=True)
+    position = position.reshape(lists.shape)
+    vectors = item_vectors[listed]
+    vectors = vectors.toarray() if sp.issparse(vectors) else np.asarray(vectors, dtype=np.float64)
+    vectors = vectors.astype(np.float64, copy=False)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    out = np.zeros(len(lists), dtype=np.float64)
+    for lo in range(0, len(lists), chunk_users):
+        rows = slice(lo, lo + chunk_users)
+        v = unit[position[rows]] * valid[rows, :, None]  # (chunk, k, d)
+        sim = np.einsum("ukd,uld->ukl", v, v)
+        n = valid[rows].sum(axis=1)
+        pair_sum = sim.sum(axis=(1, 2)) - np.einsum("ukk->u", sim)
+        pairs = n * (n - 1)
+        out[rows] = np.where(pairs > 0, 1.0 - pair_sum / np.maximum(pairs, 1), 0.0)
+    return out
 
 
 def novelty(lists: np.ndarray, item_counts: np.ndarray, n_users: int) -> np.ndarray:
