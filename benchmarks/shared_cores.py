@@ -14,7 +14,7 @@ Every (setting, neighbours) cell runs in a fresh child process of this script, s
 OpenMP reads its environment at load exactly as a user's process would: "before" removes
 ``OMP_WAIT_POLICY`` from the child's environment and imports torch as is; "after" calls
 ``recloop.utils.configure_threads()`` before importing torch, as the ``recloop`` command
-does first thing. A neighbour is ``python -c 'while True: pass'``, started before the
+does first thing ("after-1thread", not in the default grid, also sets one torch thread). A neighbour is ``python -c 'while True: pass'``, started before the
 child and killed after it. The slowdown of a path is its median beside the neighbours
 divided by its idle median in the same setting.
 """
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PATHS = ["recloop ALS fit", "implicit ALS fit", "SASRec epoch", "score 1,000 users (ALS)",
          "score 1,000 users (SASRec)"]
 SECTION = "shared-cores"
+SETTINGS = ["before", "after", "after-1thread"]
 
 
 def data_dir() -> str:
@@ -42,10 +43,10 @@ def data_dir() -> str:
 
 # --- the child: one setting, one neighbour count ----------------------------------------------------
 def child(setting: str, repeats: int, paths: list[str]) -> dict:
-    if setting == "after":
+    if setting.startswith("after"):
         from recloop.utils import configure_threads
 
-        configure_threads()  # before torch loads, as `recloop` does
+        configure_threads(threads=1 if setting == "after-1thread" else None)  # before torch loads, as `recloop` does
     import numpy as np
     import torch
 
@@ -145,11 +146,12 @@ def update_doc(markdown: str, path: Path = ROOT / "docs" / "scale.md") -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", choices=["before", "after"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--neighbours", type=int, default=1, help="CPU-bound neighbour processes (default 1)")
     parser.add_argument("--paths", default=json.dumps(PATHS), help="JSON list of paths to time (default: all)")
-    parser.add_argument("--settings", default="before,after")
+    parser.add_argument("--settings", default="before,after",
+                        help="comma-separated, of: before, after, after-1thread (after with torch.set_num_threads(1))")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--doc", action="store_true", help="write the table into docs/scale.md")
     args = parser.parse_args()
