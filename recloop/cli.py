@@ -5,7 +5,9 @@ shorthand ``--model.l2=300``. The environment is read here and only here:
 ``RECLOOP_DATA_DIR`` (where datasets are looked for), ``RECLOOP_CACHE_DIR`` (where
 downloads go), ``RECLOOP_OFFLINE=1`` (never download), and under ``torchrun`` its
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` (data-parallel training; only rank 0 prints and
-writes files).
+writes files). ``main()`` first sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is already set
+(:func:`recloop.utils.configure_threads`), before anything imports torch: this module
+must not import torch at its top.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 from recloop.errors import RecloopError
+from recloop.utils import configure_threads
 
 COMMANDS: dict[str, callable] = {}
 
@@ -163,6 +166,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_threads()  # first: OpenMP reads OMP_WAIT_POLICY once, when torch loads (docs/scale.md)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:

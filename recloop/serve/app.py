@@ -63,6 +63,7 @@ from recloop.serve.schemas import (
 from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendBatcher, RecommendResult
 from recloop.serve.settings import ENV_VAR, Limits, ServeSettings
 from recloop.serve.store import ItemExistsError
+from recloop.utils import configure_threads
 
 log = logging.getLogger("recloop.serve")
 STATIC = Path(__file__).parent / "static"
@@ -400,10 +401,8 @@ def create_app(settings: ServeSettings, service_factory=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        import torch
-
-        if settings.torch_threads > 0:
-            torch.set_num_threads(settings.torch_threads)
+        if settings.torch_threads > 0:  # the wait policy came with the environment (recloop.cli.main)
+            configure_threads(settings.torch_threads, wait_policy=None)
         service = await asyncio.to_thread(factory, app.state.settings)
         app.state.service = service
         app.state.batcher = RecommendBatcher(service)
