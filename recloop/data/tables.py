@@ -87,7 +87,7 @@ class ParquetColumns:
             raise DataError(f"{path}: no such file") from None
         except DataError:
             raise
-        except Exception as error:  # pyarrow raises several unrelated types for a bad file
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several unrelated types for a bad file
             raise DataError(f"{path}: not a readable Parquet file ({error})") from None
         missing = [c for c in columns if c not in available]
         if missing:
@@ -104,7 +104,7 @@ class ParquetColumns:
             values = pq.read_table(self.files if self.path.is_dir() else self.path, columns=[column]).column(column)
         except DataError:
             raise
-        except Exception as error:  # pyarrow raises several unrelated types for a bad file
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several unrelated types for a bad file
             raise DataError(f"{self.path}: not a readable Parquet file ({error})") from None
         if values.null_count:
             self._missing(column, values.is_null().to_numpy(zero_copy_only=False), 0)
