@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from recloop.errors import DataError
 
 UNIT_SEPARATOR = "\x1f"
+CSV_BLOCK_BYTES = 1 << 24  # a delimited log is parsed 16 MiB at a time
 
 
 def read_table(path: Path, columns: Sequence[str] | None, sep: str, header: bool,
@@ -173,12 +174,11 @@ def read_columns(path: Path, columns: Sequence[str] | None, sep: str, header: bo
     # Numbers are parsed as 64-bit and narrowed after, as the text reader does (same rounding).
     types.update({c: pa.int64() if np.dtype(t).kind in "iu" else pa.float64() for c, t in numeric.items()})
     source = _raw(path, columns, sep, header, wanted, encoding)
-    table = None if source is None else _typed_read(source, columns, sep, header, wanted, types, encoding)
-    if table is not None:
-        values = {c: table.column(c).to_numpy().astype(numeric[c], copy=False) for c in numeric}
-        if not any(np.isnan(v).any() for v in values.values() if v.dtype.kind == "f"):
-            return Columns(path, {c: table.column(c) for c in text}, values, {c: table.column(c) for c in other},
-                           None, 2 if header else 1)
+    read = None if source is None else _typed_read(source, columns, sep, header, wanted, types, numeric, encoding)
+    if read is not None:
+        arrow, values = read
+        return Columns(path, {c: arrow[c] for c in text}, values, {c: arrow[c] for c in other},
+                       None, 2 if header else 1)
     frame = read_table(path, columns, sep, header, encoding, numeric=list(numeric), required=wanted)
     return Columns(path, {c: pa.chunked_array([pa.array(frame[c].to_numpy(object), pa.string())]) for c in text},
                    {c: frame[c].to_numpy(numeric[c]) for c in numeric},
@@ -222,18 +222,39 @@ def _raw(path: Path, columns: Sequence[str] | None, sep: str, header: bool, want
 
 
 def _typed_read(source: Path | pa.BufferReader, columns: Sequence[str] | None, sep: str, header: bool,
-                wanted: Sequence[str], types: Mapping[str, pa.DataType], encoding: str) -> pa.Table | None:
-    """The wanted columns, or ``None`` when pyarrow cannot parse the file or a value is missing."""
+                wanted: Sequence[str], types: Mapping[str, pa.DataType], numeric: Mapping[str, type],
+                encoding: str) -> tuple[dict[str, pa.ChunkedArray], dict[str, np.ndarray]] | None:
+    """The wanted columns, streamed block by block (numbers narrowed to their dtype as
+    they come), or ``None`` when pyarrow cannot parse the file or a value is missing."""
+    arrow: dict[str, list[pa.Array]] = {c: [] for c in wanted if c not in numeric}
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in numeric}
     try:
-        table = pacsv.read_csv(
+        reader = pacsv.open_csv(
             source if isinstance(source, pa.BufferReader) else str(source),
-            read_options=pacsv.ReadOptions(column_names=None if header else list(columns), encoding=encoding),
+            read_options=pacsv.ReadOptions(column_names=None if header else list(columns), encoding=encoding,
+                                           block_size=CSV_BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(delimiter=sep if len(sep) == 1 else UNIT_SEPARATOR,
                                              quote_char='"' if sep == "," else False, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(column_types=dict(types), include_columns=list(wanted),
                                                  null_values=[""], strings_can_be_null=True))
+        for batch in reader:
+            for column in wanted:
+                values = batch.column(column)
+                if values.null_count:
+                    return None
+                if column in arrow:
+                    arrow[column].append(values)
+                    continue
+                number = values.to_numpy().astype(numeric[column], copy=False)
+                if number.dtype.kind == "f" and np.isnan(number).any():
+                    return None  # "NaN" is not a number to the text reader either
+                parts[column].append(number)
+        schema = reader.schema
     except (pa.ArrowInvalid, pa.ArrowKeyError, pa.ArrowTypeError, UnicodeDecodeError):
         return None
-    if any(table.column(c).null_count for c in wanted):
-        return None
-    return table
+    values = {}
+    for column in numeric:  # concatenated one at a time, each list freed before the next
+        chunks = parts.pop(column)
+        values[column] = np.concatenate(chunks) if chunks else np.empty(0, numeric[column])
+        del chunks
+    return {c: pa.chunked_array(arrow[c], schema.field(c).type) for c in arrow}, values
