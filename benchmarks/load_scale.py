@@ -18,7 +18,10 @@ in a fresh process under ``/usr/bin/time -v``, and reports
   (peak - before) / column_gb, the memory that loading itself adds.
 - ``checksum``: counts and a SHA-256 of the loaded arrays and vocabularies.
 
-``--baseline REF`` runs the same load with the library as it was at git ``REF`` (extracted
+``--csv`` also writes the same log as one CSV file (header, comma-separated; in a
+temporary folder) and loads that, through the delimited-text reader.
+
+``--baseline REF`` runs the same load(s) with the library as it was at git ``REF`` (extracted
 with ``git archive`` into a temporary folder), to compare old and new on one machine, and
 says whether both loaded the same log (same checksum).
 """
@@ -34,6 +37,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,27 +90,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="a folder of Parquet shards (recloop data expand's output)")
     parser.add_argument("--baseline", help="also load with the library at this git ref (e.g. a commit)")
+    parser.add_argument("--csv", action="store_true", help="also load the same log written as one CSV file")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     rows, size = column_bytes(args.folder)
     runs = {"current": ROOT}
+    results = {}
     with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
         if args.baseline:
             archive = subprocess.run(["git", "archive", args.baseline, "recloop"], cwd=ROOT, capture_output=True,
                                      check=True).stdout
-            subprocess.run(["tar", "-x", "-C", scratch], input=archive, check=True)
-            runs[args.baseline] = Path(scratch)
-        results = {}
-        for label, code in runs.items():
-            result = measure(args.folder, code)
-            result.update(rows=rows, column_gb=round(size / 1e9, 3),
-                          peak_over_columns=round(result["peak_rss_gb"] * 1e9 / size, 2),
-                          load_over_columns=round((result["peak_rss_gb"] - result["rss_before_load_gb"]) * 1e9 / size, 2))
-            results[label] = result
-            print(f"{label:>12}: {json.dumps(result)}", flush=True)
-    if args.baseline:
-        same = results["current"]["checksum"] == results[args.baseline]["checksum"]
-        print(f"same log as {args.baseline}: {same}")
+            (scratch / "baseline").mkdir()
+            subprocess.run(["tar", "-x", "-C", str(scratch / "baseline")], input=archive, check=True)
+            runs[args.baseline] = scratch / "baseline"
+        sources = {"parquet": args.folder}
+        if args.csv:
+            sources["csv"] = scratch / f"{args.folder.name}.csv"
+            pacsv.write_csv(pq.read_table(sorted(args.folder.glob("*.parquet")), columns=list(COLUMNS)),
+                            sources["csv"])
+        for kind, source in sources.items():
+            for label, code in runs.items():
+                result = measure(source, code)
+                result.update(rows=rows, column_gb=round(size / 1e9, 3),
+                              peak_over_columns=round(result["peak_rss_gb"] * 1e9 / size, 2),
+                              load_over_columns=round((result["peak_rss_gb"] - result["rss_before_load_gb"]) * 1e9
+                                                      / size, 2))
+                results[f"{kind} {label}"] = result
+                print(f"{kind} {label:>10}: {json.dumps(result)}", flush=True)
+    checksums = {r["checksum"] for r in results.values()}
+    print(f"every load gave the same log: {len(checksums) == 1}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"folder": str(args.folder), "load_average_1min": os.getloadavg()[0],

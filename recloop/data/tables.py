@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -136,13 +137,15 @@ def release_unused_memory() -> None:
 
 @dataclass(frozen=True)
 class Columns:
-    """Typed columns of a delimited file: ``text`` columns as Arrow strings, numeric ones
-    as numpy arrays, ``other`` ones as Arrow arrays of whatever type they parse to."""
+    """Typed columns of a delimited file: ``text`` columns (ids) as Arrow arrays of their
+    text, or of integers where every value is a canonically written integer; numeric ones
+    as numpy arrays; ``other`` ones as numpy ``int64`` when they parse as integers, else
+    as Arrow arrays of whatever type they parse to."""
 
     path: Path
     text: dict[str, pa.ChunkedArray]
     numeric: dict[str, np.ndarray]
-    other: dict[str, pa.ChunkedArray]
+    other: dict[str, pa.ChunkedArray | np.ndarray]
     lines: np.ndarray | None  # file line of each row when read as text; None: rows are consecutive lines
     first_line: int
 
@@ -176,8 +179,7 @@ def read_columns(path: Path, columns: Sequence[str] | None, sep: str, header: bo
     source = _raw(path, columns, sep, header, wanted, encoding)
     read = None if source is None else _typed_read(source, columns, sep, header, wanted, types, numeric, encoding)
     if read is not None:
-        arrow, values = read
-        return Columns(path, {c: arrow[c] for c in text}, values, {c: arrow[c] for c in other},
+        return Columns(path, {c: read[c] for c in text}, {c: read[c] for c in numeric}, {c: read[c] for c in other},
                        None, 2 if header else 1)
     frame = read_table(path, columns, sep, header, encoding, numeric=list(numeric), required=wanted)
     return Columns(path, {c: pa.chunked_array([pa.array(frame[c].to_numpy(object), pa.string())]) for c in text},
@@ -223,10 +225,12 @@ def _raw(path: Path, columns: Sequence[str] | None, sep: str, header: bool, want
 
 def _typed_read(source: Path | pa.BufferReader, columns: Sequence[str] | None, sep: str, header: bool,
                 wanted: Sequence[str], types: Mapping[str, pa.DataType], numeric: Mapping[str, type],
-                encoding: str) -> tuple[dict[str, pa.ChunkedArray], dict[str, np.ndarray]] | None:
-    """The wanted columns, streamed block by block (numbers narrowed to their dtype as
-    they come), or ``None`` when pyarrow cannot parse the file or a value is missing."""
-    arrow: dict[str, list[pa.Array]] = {c: [] for c in wanted if c not in numeric}
+                encoding: str) -> dict[str, pa.ChunkedArray | np.ndarray] | None:
+    """The wanted columns, streamed block by block, or ``None`` when pyarrow cannot parse
+    the file or a value is missing. Numbers (``numeric``, and integer ``other`` columns as
+    ``int64``) become numpy arrays block by block; ids stay Arrow (see
+    :func:`_append_id_text`); other columns stay Arrow as parsed."""
+    arrow: dict[str, list[pa.Array]] = {}
     parts: dict[str, list[np.ndarray]] = {c: [] for c in numeric}
     try:
         reader = pacsv.open_csv(
@@ -237,24 +241,59 @@ def _typed_read(source: Path | pa.BufferReader, columns: Sequence[str] | None, s
                                              quote_char='"' if sep == "," else False, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(column_types=dict(types), include_columns=list(wanted),
                                                  null_values=[""], strings_can_be_null=True))
+        for c in wanted:
+            if c not in numeric:
+                arrow[c] = []
+                if c not in types and pa.types.is_integer(reader.schema.field(c).type):
+                    parts[c] = []  # an integer column of inferred type: numpy int64, like a numeric one
+                    del arrow[c]
         for batch in reader:
             for column in wanted:
                 values = batch.column(column)
                 if values.null_count:
                     return None
-                if column in arrow:
+                if column in parts:
+                    number = values.to_numpy().astype(numeric.get(column, np.int64), copy=False)
+                    if number.dtype.kind == "f" and np.isnan(number).any():
+                        return None  # "NaN" is not a number to the text reader either
+                    parts[column].append(number)
+                elif types.get(column) == pa.string():
+                    _append_id_text(arrow[column], values)
+                else:
                     arrow[column].append(values)
-                    continue
-                number = values.to_numpy().astype(numeric[column], copy=False)
-                if number.dtype.kind == "f" and np.isnan(number).any():
-                    return None  # "NaN" is not a number to the text reader either
-                parts[column].append(number)
         schema = reader.schema
     except (pa.ArrowInvalid, pa.ArrowKeyError, pa.ArrowTypeError, UnicodeDecodeError):
         return None
-    values = {}
-    for column in numeric:  # concatenated one at a time, each list freed before the next
+    out: dict[str, pa.ChunkedArray | np.ndarray] = {}
+    for column in list(parts):  # concatenated one at a time, each list freed before the next
         chunks = parts.pop(column)
-        values[column] = np.concatenate(chunks) if chunks else np.empty(0, numeric[column])
+        out[column] = np.concatenate(chunks) if chunks else np.empty(0, numeric.get(column, np.int64))
         del chunks
-    return {c: pa.chunked_array(arrow[c], schema.field(c).type) for c in arrow}, values
+    for column, chunks in arrow.items():
+        out[column] = pa.chunked_array(chunks, chunks[0].type if chunks else schema.field(column).type)
+    return out
+
+
+def _append_id_text(chunks: list[pa.Array], values: pa.Array) -> None:
+    """Append a block of id text to ``chunks``, as int32 or int64 while every id so far is
+    an integer written the canonical way (``"42"``, not ``"042"`` or ``"+42"``): the text
+    is then exactly ``str`` of the number, so nothing is lost, and an int32 costs 4 bytes
+    a row where the text costs its digits plus a 4-byte offset. The first id that is not
+    turns the column (earlier blocks too) back into text."""
+    kind = chunks[0].type if chunks else pa.int32()
+    if not pa.types.is_string(kind):
+        try:
+            numbers = pc.cast(values, pa.int64())
+            canonical = pc.all(pc.equal(pc.cast(numbers, pa.string()), values)).as_py()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            canonical = False
+        if canonical:
+            low, high = pc.min_max(numbers).values()
+            if kind == pa.int32() and (low.as_py() < -2**31 or high.as_py() >= 2**31):
+                kind = pa.int64()
+                chunks[:] = [c.cast(kind) for c in chunks]
+            chunks.append(numbers.cast(kind))
+            return
+        kind = pa.string()
+        chunks[:] = [c.cast(kind) for c in chunks]
+    chunks.append(values)

@@ -174,3 +174,18 @@ def test_already_ordered_rows_are_kept_and_others_sorted():
                             timestamp=np.array([2, 5, 2, 1]))
     assert shuffled.user_idx.tolist() == [0, 0, 1, 1]
     assert shuffled.item_idx.tolist() == [2, 0, 2, 1]  # ties in time keep file order
+
+
+def test_integer_looking_ids_keep_their_text_across_blocks(tmp_path, monkeypatch):
+    from recloop.data import tables
+
+    rows = [f"{u},{i}\n" for u, i in [(1, 10), (2, 20), (3_000_000_000, 10), (1, "007"), (4, "+5"), (5, "-0"),
+                                      (2, 10), (6, 20)]]
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id\n" + "".join(rows * 50))
+    whole = load_dataset(path).interactions
+    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 64)  # ints, then a too-large int, then text, block by block
+    blocks = load_dataset(path).interactions
+    assert fingerprint(blocks) == fingerprint(whole)
+    assert whole.users.to_list() == ["1", "2", "3000000000", "4", "5", "6"]
+    assert whole.items.to_list() == ["10", "20", "007", "+5", "-0"]
