@@ -1,8 +1,8 @@
 """Reading delimited text and Parquet tables with errors that name the file and line.
 
-Interaction logs are read by :func:`read_columns` (delimited text) and :func:`read_parquet`
-into pyarrow columns: ids stay Arrow strings or integers and numbers become numpy
-arrays, with no Python object per row. :func:`read_table` reads a file as text into a
+Interaction logs are read by :func:`read_columns` (delimited text) and
+:class:`ParquetColumns` with pyarrow: ids stay Arrow strings or integers and numbers
+become numpy arrays, with no Python object per row. :func:`read_table` reads a file as text into a
 data frame; it serves the small side files (titles, genres, tags) and, when a log is not
 clean enough for the typed read, re-reads it to name the bad line and value.
 """
