@@ -21,6 +21,10 @@ in a fresh process under ``/usr/bin/time -v``, and reports
 ``--csv`` also writes the same log as one CSV file (header, comma-separated; in a
 temporary folder) and loads that, through the delimited-text reader.
 
+``--sequences`` also writes it as one ``user item1 item2 ...`` line per user (items in
+time order; the Amazon layout) and loads that through the sequence reader (the log then
+has no rating, and positions for times, so its checksum differs from the others').
+
 ``--baseline REF`` runs the same load(s) with the library as it was at git ``REF`` (extracted
 with ``git archive`` into a temporary folder), to compare old and new on one machine, and
 says whether both loaded the same log (same checksum).
@@ -52,9 +56,9 @@ log = load_dataset(sys.argv[1], columns=ColumnMapping(rating="rating", timestamp
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the high-water mark of the load, before the checksum
 digest = hashlib.sha256()
-for array in (log.user_idx.astype("<i8"), log.item_idx.astype("<i8"), log.rating.astype("<f4"),
-              log.timestamp.astype("<i8")):
-    digest.update(array.tobytes())
+for array in (log.user_idx.astype("<i8"), log.item_idx.astype("<i8"), log.rating, log.timestamp.astype("<i8")):
+    if array is not None:
+        digest.update(array.astype(array.dtype.newbyteorder("<")).tobytes())
 digest.update("\n".join(log.users.to_list()).encode() + b"|" + "\n".join(log.items.to_list()).encode())
 print("RESULT " + json.dumps({"interactions": len(log), "users": log.n_users, "items": log.n_items,
                               "load_s": round(wall, 2), "load_cpu_s": round(cpu, 2),
@@ -70,6 +74,20 @@ def column_bytes(folder: Path) -> tuple[int, int]:
         rows += pq.ParquetFile(shard).metadata.num_rows
         width = sum(schema.field(c).type.bit_width // 8 for c in COLUMNS)
     return rows, rows * width
+
+
+def write_sequences(folder: Path, path: Path) -> None:
+    """One line per user, ``user item1 item2 ...`` in time order (set-up, not timed)."""
+    import numpy as np
+
+    table = pq.read_table(sorted(folder.glob("*.parquet")), columns=["user_id", "item_id", "timestamp"])
+    users, items, times = (table.column(c).to_numpy() for c in ("user_id", "item_id", "timestamp"))
+    order = np.lexsort((times, users))
+    users, items = users[order], items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    with open(path, "w") as f:
+        f.writelines(f"{users[start]} {' '.join(map(str, items[start:end].tolist()))}\n" for start, end in zip(starts, ends, strict=True))
 
 
 def measure(folder: Path, code_root: Path) -> dict:
@@ -91,6 +109,7 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="a folder of Parquet shards (recloop data expand's output)")
     parser.add_argument("--baseline", help="also load with the library at this git ref (e.g. a commit)")
     parser.add_argument("--csv", action="store_true", help="also load the same log written as one CSV file")
+    parser.add_argument("--sequences", action="store_true", help="also load it written as one sequence per line")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     rows, size = column_bytes(args.folder)
@@ -109,6 +128,9 @@ def main() -> None:
             sources["csv"] = scratch / f"{args.folder.name}.csv"
             pacsv.write_csv(pq.read_table(sorted(args.folder.glob("*.parquet")), columns=list(COLUMNS)),
                             sources["csv"])
+        if args.sequences:
+            sources["sequences"] = scratch / f"{args.folder.name}.txt"
+            write_sequences(args.folder, sources["sequences"])
         for kind, source in sources.items():
             for label, code in runs.items():
                 result = measure(source, code)
@@ -118,8 +140,11 @@ def main() -> None:
                                                       / size, 2))
                 results[f"{kind} {label}"] = result
                 print(f"{kind} {label:>10}: {json.dumps(result)}", flush=True)
-    checksums = {r["checksum"] for r in results.values()}
-    print(f"every load gave the same log: {len(checksums) == 1}")
+    for kind in sources:
+        checksums = {r["checksum"] for label, r in results.items() if label.startswith(kind + " ")}
+        print(f"{kind}: every loader gave the same log: {len(checksums) == 1}")
+    tables = {r["checksum"] for label, r in results.items() if not label.startswith("sequences ")}
+    print(f"Parquet and CSV gave the same log: {len(tables) == 1}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"folder": str(args.folder), "load_average_1min": os.getloadavg()[0],

@@ -5,7 +5,8 @@ timestamps, so an item's position in its line stands in for time.
 
 The file is read in blocks of whole lines and split into tokens with numpy on its bytes:
 the tokens' characters become one Arrow string array (no Python string per
-interaction), which is dictionary-encoded into dense indices. Fields are separated by
+interaction), held as integers while every id is a canonically written integer (see
+:func:`recloop.data.tables.append_ids`), and dictionary-encoded into dense indices. Fields are separated by
 ASCII whitespace; lines end at ``\\n`` (a ``\\r`` before it is whitespace).
 """
 
@@ -19,9 +20,10 @@ import pyarrow as pa
 from recloop.data.dataset import Dataset
 from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions
+from recloop.data.tables import append_ids
 from recloop.errors import DataError
 
-BLOCK_BYTES = 1 << 26  # 64 MiB of text per block: the byte-level temporaries stay bounded
+BLOCK_BYTES = 1 << 22  # 4 MiB of text per block: its byte- and token-level temporaries (~16x) stay small
 _SPACE = np.zeros(256, dtype=bool)
 _SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.split() splits on, in ASCII
 
@@ -39,19 +41,20 @@ def load_sequences(path: Path, name: str | None = None) -> Dataset:
             raise DataError(f"{path}, line {line_base + line}: user {user!r} has no items; expected "
                             "'user item1 item2 ...'")
         line_base += block.count(b"\n")
-        user_tokens.append(users)
-        item_tokens.append(items)
-        lengths.append(per_line)
-        positions.append(position)
-    if not sum(len(x) for x in item_tokens):
+        if len(items):
+            append_ids(user_tokens, users)
+            append_ids(item_tokens, items)
+            lengths.append(per_line)
+            positions.append(position.astype(np.int32))  # an item's place in its line; < 2**31 in a block
+    if not item_tokens:
         raise DataError(f"{path}: no sequences in the file")
     # Users in order of their first line: the same as by first interaction, every line having one.
-    user_vocabulary, user_of_line = IdMap.from_values(pa.chunked_array(user_tokens, pa.string()), "user")
+    user_vocabulary, user_of_line = IdMap.from_values(pa.chunked_array(user_tokens), "user")
     user_idx = np.repeat(user_of_line, np.concatenate(lengths))
     del user_tokens, user_of_line, lengths
-    items, item_idx = IdMap.from_values(pa.chunked_array(item_tokens, pa.string()), "item")
+    items, item_idx = IdMap.from_values(pa.chunked_array(item_tokens), "item")
     del item_tokens
-    timestamp = np.concatenate(positions)
+    timestamp = np.concatenate(positions, dtype=np.int64)
     del positions
     log = Interactions(user_idx, item_idx, user_vocabulary, items, timestamp=timestamp)
     return Dataset(name or path.stem, log)

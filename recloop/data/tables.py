@@ -229,7 +229,7 @@ def _typed_read(source: Path | pa.BufferReader, columns: Sequence[str] | None, s
     """The wanted columns, streamed block by block, or ``None`` when pyarrow cannot parse
     the file or a value is missing. Numbers (``numeric``, and integer ``other`` columns as
     ``int64``) become numpy arrays block by block; ids stay Arrow (see
-    :func:`_append_id_text`); other columns stay Arrow as parsed."""
+    :func:`append_ids`); other columns stay Arrow as parsed."""
     arrow: dict[str, list[pa.Array]] = {}
     parts: dict[str, list[np.ndarray]] = {c: [] for c in numeric}
     try:
@@ -258,7 +258,7 @@ def _typed_read(source: Path | pa.BufferReader, columns: Sequence[str] | None, s
                         return None  # "NaN" is not a number to the text reader either
                     parts[column].append(number)
                 elif types.get(column) == pa.string():
-                    _append_id_text(arrow[column], values)
+                    append_ids(arrow[column], values)
                 else:
                     arrow[column].append(values)
         schema = reader.schema
@@ -274,7 +274,7 @@ def _typed_read(source: Path | pa.BufferReader, columns: Sequence[str] | None, s
     return out
 
 
-def _append_id_text(chunks: list[pa.Array], values: pa.Array) -> None:
+def append_ids(chunks: list[pa.Array], values: pa.Array) -> None:
     """Append a block of id text to ``chunks``, as int32 or int64 while every id so far is
     an integer written the canonical way (``"42"``, not ``"042"`` or ``"+42"``): the text
     is then exactly ``str`` of the number, so nothing is lost, and an int32 costs 4 bytes
