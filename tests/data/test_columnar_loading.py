@@ -60,6 +60,11 @@ def test_amazon_blocks_give_the_same_log_and_line_numbers(tmp_path, monkeypatch)
     assert whole.users.to_list() == ["u1", "u2", "u3"] and whole.items.to_list() == ["a", "b", "c", "d", "e"]
     # u1's second line continues at position 0, so it interleaves by position with the first
     assert [whole.items.id(i) for i in whole.histories(np.array([0])).row(0)] == ["a", "e", "b", "c"]
+    path.write_bytes(b"1 10 20\n2 20 30\n3000000000 10\n1 007\n")  # integer-looking ids, then one that is not
+    whole = load_dataset(path).interactions
+    monkeypatch.setattr(amazon, "BLOCK_BYTES", 8)
+    assert fingerprint(load_dataset(path).interactions) == fingerprint(whole)
+    assert whole.users.to_list() == ["1", "2", "3000000000"] and whole.items.to_list() == ["10", "20", "30", "007"]
     path.write_bytes(b"u1 a b\n\nu2 c\nu3\n")
     with pytest.raises(DataError, match=r"seq.txt, line 4: user 'u3' has no items"):
         load_dataset(path)
