@@ -121,13 +121,16 @@ class Interactions:
             raise DataError(f"item_idx out of range 0..{len(items) - 1}")
         rating = None if rating is None else np.asarray(rating, dtype=np.float32)
         timestamp = None if timestamp is None else np.asarray(timestamp, dtype=np.int64)
-        if not _sorted:
+        if not _sorted and not _in_canonical_order(user_idx, timestamp):
             # Canonical order: user, then time, then source position (lexsort is stable).
             keys = (user_idx,) if timestamp is None else (timestamp, user_idx)
             order = np.lexsort(keys)
-            user_idx, item_idx = user_idx[order], item_idx[order]
+            # One column at a time, so that at most one extra column is alive at once.
+            user_idx = user_idx[order]
+            item_idx = item_idx[order]
             rating = None if rating is None else rating[order]
             timestamp = None if timestamp is None else timestamp[order]
+            del order
         self._user_idx, self._item_idx = user_idx, item_idx
         self._rating, self._timestamp = rating, timestamp
         for array in (self._user_idx, self._item_idx, self._rating, self._timestamp):
@@ -321,3 +324,19 @@ class Interactions:
     def from_arrays(cls, arrays: dict[str, np.ndarray], users: IdMap, items: IdMap) -> Interactions:
         return cls(arrays["user_idx"], arrays["item_idx"], users, items,
                    arrays.get("rating"), arrays.get("timestamp"), _sorted=True)
+
+
+def _in_canonical_order(user_idx: np.ndarray, timestamp: np.ndarray | None, block: int = 1 << 20) -> bool:
+    """Whether rows are already by user, then time (a log written user by user, oldest
+    first, needs no sort). Checked in blocks so that it costs no full-length temporary."""
+    for start in range(0, len(user_idx) - 1, block):
+        stop = min(start + block + 1, len(user_idx))
+        users = user_idx[start:stop]
+        step = users[1:] - users[:-1]
+        if (step < 0).any():
+            return False
+        if timestamp is not None:
+            times = timestamp[start:stop]
+            if ((step == 0) & (times[1:] < times[:-1])).any():
+                return False
+    return True

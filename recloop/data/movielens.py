@@ -14,13 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from recloop.data.dataset import Dataset
 from recloop.data.features import CategoricalFeature, Features
 from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions
-from recloop.data.tables import read_table
+from recloop.data.tables import read_columns, read_table
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
@@ -41,9 +40,14 @@ def age_bucket(age: float) -> str:
     return "56+"
 
 
-def _ratings(frame: pd.DataFrame) -> Interactions:
-    return Interactions.from_ids(frame["user_id"].astype(str).to_numpy(), frame["item_id"].astype(str).to_numpy(),
-                                 frame["rating"].to_numpy(np.float32), frame["timestamp"].to_numpy(np.int64))
+def _ratings(path: Path, columns: list[str] | None, sep: str, header: bool, user: str = "user_id",
+             item: str = "item_id", encoding: str = "utf-8") -> Interactions:
+    """The ratings file as a log: ids kept as written, rating and time typed, by pyarrow."""
+    read = read_columns(path, columns, sep, header, text=[user, item],
+                        numeric={"rating": np.float32, "timestamp": np.int64}, encoding=encoding)
+    users, user_idx = IdMap.from_values(read.text[user], "user")
+    items, item_idx = IdMap.from_values(read.text[item], "item")
+    return Interactions(user_idx, item_idx, users, items, read.numeric["rating"], read.numeric["timestamp"])
 
 
 def _user_features(ids, ages, genders, occupations) -> Features:
@@ -64,9 +68,7 @@ def _movie_features(ids, titles, genre_lists, tags: dict[str, str] | None = None
 
 def load_movielens_100k(folder: Path, name: str = "ml-100k") -> Dataset:
     folder = Path(folder)
-    ratings = read_table(folder / "u.data", RATING_COLUMNS, "\t", header=False,
-                         numeric=["rating", "timestamp"], required=RATING_COLUMNS)
-    log = _ratings(ratings)
+    log = _ratings(folder / "u.data", RATING_COLUMNS, "\t", header=False)
     item_features = user_features = None
     if (folder / "u.item").is_file():
         columns = ["item_id", "title", "release", "video_release", "url", *ML100K_GENRES]
@@ -85,9 +87,7 @@ def load_movielens_100k(folder: Path, name: str = "ml-100k") -> Dataset:
 
 def load_movielens_1m(folder: Path, name: str = "ml-1m") -> Dataset:
     folder = Path(folder)
-    ratings = read_table(folder / "ratings.dat", RATING_COLUMNS, "::", header=False, encoding="latin-1",
-                         numeric=["rating", "timestamp"], required=RATING_COLUMNS)
-    log = _ratings(ratings)
+    log = _ratings(folder / "ratings.dat", RATING_COLUMNS, "::", header=False, encoding="latin-1")
     item_features = user_features = None
     if (folder / "movies.dat").is_file():
         movies = read_table(folder / "movies.dat", ["item_id", "title", "genres"], "::", header=False,
@@ -107,9 +107,7 @@ def load_movielens_1m(folder: Path, name: str = "ml-1m") -> Dataset:
 def load_movielens_csv(folder: Path, name: str = "movielens") -> Dataset:
     """latest-small, latest, 20M and 25M: CSV files with headers."""
     folder = Path(folder)
-    ratings = read_table(folder / "ratings.csv", None, ",", header=True, numeric=["rating", "timestamp"],
-                         required=["userId", "movieId", "rating", "timestamp"])
-    log = _ratings(ratings.rename(columns={"userId": "user_id", "movieId": "item_id"}))
+    log = _ratings(folder / "ratings.csv", None, ",", header=True, user="userId", item="movieId")
     item_features = None
     if (folder / "movies.csv").is_file():
         movies = read_table(folder / "movies.csv", None, ",", header=True, required=["movieId", "title", "genres"])

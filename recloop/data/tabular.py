@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from recloop.data.dataset import Dataset
+from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions
-from recloop.data.tables import read_parquet, read_table
+from recloop.data.tables import ParquetColumns, read_columns, release_unused_memory
 from recloop.errors import DataError
 
 
@@ -26,40 +28,69 @@ class ColumnMapping:
 
 def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = ",", name: str | None = None) -> Dataset:
     """Load a ``.csv``/``.tsv``/``.txt`` (with a header row) or ``.parquet`` file, or a folder of
-    ``.parquet`` shards (read as one table)."""
+    ``.parquet`` shards (read as one table).
+
+    Columns are read by pyarrow and handed on as Arrow or numpy arrays, one at a time, so
+    that loading holds about the log's own columns plus its dense indices, and no Python
+    object per row.
+    """
     path = Path(path)
     required = [c for c in (columns.user, columns.item, columns.rating, columns.timestamp) if c is not None]
     if path.suffix == ".parquet" or path.is_dir():
-        frame = read_parquet(path)
-        missing = [c for c in required if c not in frame.columns]
-        if missing:
-            raise DataError(f"{path}: column(s) {missing} not found; it has {list(frame.columns)}")
-        if frame[required].isna().any().any():
-            column = next(c for c in required if frame[c].isna().any())
-            raise DataError(f"{path}, row {int(np.argmax(frame[column].isna().to_numpy()))}: missing {column!r}")
+        fields = ParquetColumns(path, required)
+
+        def line(row: int) -> str:
+            return f"row {row}"
     else:
         if path.suffix == ".tsv":
             sep = "\t"
-        frame = read_table(path, None, sep, header=True, required=required,
-                           numeric=[c for c in (columns.rating,) if c is not None])
+        rating = {} if columns.rating is None else {columns.rating: np.float32}
+        read = read_columns(path, None, sep, header=True, text=[columns.user, columns.item], numeric=rating,
+                            other=[c for c in (columns.timestamp,) if c is not None])
+        fields = {**read.text, **read.numeric, **read.other}
+        read_line = read.line
+        del read
+
+        def line(row: int) -> str:
+            return f"line {read_line(row)}"
+    # One column at a time, each released before the next is read or converted: the peak
+    # is about the log's int64 indices plus one source column, not the whole table twice.
+    users, user_idx = IdMap.from_values(fields.pop(columns.user), "user")
+    release_unused_memory()
+    items, item_idx = IdMap.from_values(fields.pop(columns.item), "item")
+    release_unused_memory()
     timestamp = None
     if columns.timestamp is not None:
-        timestamp = _as_epoch_seconds(frame[columns.timestamp], path, columns.timestamp)
-    rating = None if columns.rating is None else pd.to_numeric(frame[columns.rating]).to_numpy(np.float32)
-    log = Interactions.from_ids(frame[columns.user].astype(str).to_numpy(), frame[columns.item].astype(str).to_numpy(),
-                                rating, timestamp)
+        timestamp = _as_epoch_seconds(fields.pop(columns.timestamp), path, columns.timestamp, line)
+        release_unused_memory()
+    rating = None
+    if columns.rating is not None:
+        values = fields.pop(columns.rating)
+        rating = np.asarray(values if isinstance(values, np.ndarray) else values.to_numpy(), dtype=np.float32)
+        del values
+        release_unused_memory()
+    log = Interactions(user_idx, item_idx, users, items, rating, timestamp)
     return Dataset(name or path.stem, log)
 
 
-def _as_epoch_seconds(values: pd.Series, path: Path, column: str) -> np.ndarray:
+def _as_epoch_seconds(values: np.ndarray | pa.ChunkedArray, path: Path, column: str, line) -> np.ndarray:
     """Integers pass through; date-time text becomes seconds since the epoch."""
-    numeric = pd.to_numeric(values, errors="coerce")
+    if isinstance(values, np.ndarray):  # a numeric Parquet column
+        return values.astype(np.int64, copy=False)
+    if pa.types.is_integer(values.type):
+        return values.to_numpy().astype(np.int64, copy=False)
+    if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
+        values = values.cast(pa.timestamp("us", tz="UTC" if not getattr(values.type, "tz", None) else values.type.tz))
+        return ((values.to_pandas() - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = values.cast(pa.string())
+    text = pd.Series(values.to_numpy(zero_copy_only=False))
+    numeric = pd.to_numeric(text, errors="coerce")
     if numeric.notna().all():
         return numeric.to_numpy(np.int64)
-    parsed = pd.to_datetime(values, errors="coerce", utc=True)
+    parsed = pd.to_datetime(text, errors="coerce", utc=True)
     if parsed.isna().any():
         position = int(np.argmax(parsed.isna().to_numpy()))
-        where = f"line {values.index[position]}" if path.suffix != ".parquet" else f"row {position}"
-        raise DataError(f"{path}, {where}: {column!r} is {values.iloc[position]!r}, expected a number or a date")
+        raise DataError(f"{path}, {line(position)}: {column!r} is {text.iloc[position]!r}, expected a number or a date")
     # Resolution-independent (pandas 3 parses to microseconds, pandas 2 to nanoseconds).
     return ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
