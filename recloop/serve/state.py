@@ -130,8 +130,8 @@ class LiveState:
             for item in items:
                 if item.id <= self.last_item_id:
                     continue
-                self.last_item_id = item.id
                 if item.item_id in self.catalog:
+                    self.last_item_id = item.id
                     continue  # folded into this model by a retrain: no longer cold
                 embedding = item.embedding
                 if embedding is None:
@@ -143,6 +143,9 @@ class LiveState:
                 # Last, one reference swap: a request holding the old snapshot never sees
                 # this item; one reading the new one finds it in the index and embeddings.
                 self.catalog = self.catalog.with_item(item.item_id, item.title, labels)
+                # Only now: a thread that sees this id as applied (and so skips catching
+                # up) must find the item in the catalog it reads next.
+                self.last_item_id = item.id
 
     def apply_events(self, events: list[StoredEvent]) -> None:
         with self.lock:
