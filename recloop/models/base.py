@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -89,6 +89,12 @@ class Recommender(ABC):
         ``valid`` holds validation targets for models that stop early; their history is
         ``train``. Every call starts from scratch. Returns ``self``.
         """
+        self._remember(train, item_features, user_features)
+        self._fit(train, valid)
+        return self
+
+    def _remember(self, train: Interactions, item_features: Features | None, user_features: Features | None) -> None:
+        """What every fit keeps, before the model's own ``_fit``."""
         if len(train) == 0:
             raise ConfigError(f"{type(self).__name__}.fit() got an empty training log")
         self.users_: IdMap = train.users
@@ -96,8 +102,20 @@ class Recommender(ABC):
         self.history_: Interactions = train
         self.item_features_ = item_features
         self.user_features_ = user_features
-        self._fit(train, valid)
-        return self
+
+    @classmethod
+    def fit_grid(cls, candidates: Sequence[dict[str, Any]], train: Interactions, *,
+                 item_features: Features | None = None, user_features: Features | None = None,
+                 valid: Interactions | None = None) -> Iterator[Recommender]:
+        """One fitted model per hyperparameter dict of ``candidates``, lazily and in order
+        (a grid search scores each and drops it before the next is fitted).
+
+        Each model equals ``cls(**params).fit(train, ...)``; this default does exactly
+        that. A model whose candidates share costly work overrides it (EASE builds the
+        Gram matrix once for every l2).
+        """
+        for params in candidates:
+            yield cls(**params).fit(train, item_features=item_features, user_features=user_features, valid=valid)
 
     @abstractmethod
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
