@@ -79,3 +79,47 @@ def test_data_describes_a_dataset(data_dir, capsys):
     assert main(["data", "ml-100k", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert "interactions           100000" in out and "popularity curve" in out
+
+
+def test_version_names_the_release_and_the_commit(capsys):
+    import recloop
+    from recloop.utils import git_commit
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"recloop {recloop.__version__}")
+    commit = git_commit()
+    assert (f"(commit {commit})" in out) if commit else out == f"recloop {recloop.__version__}"
+
+
+def test_git_commit_is_none_outside_a_checkout(monkeypatch, tmp_path):
+    import recloop.utils as utils
+
+    monkeypatch.setattr(utils, "__file__", str(tmp_path / "recloop" / "utils.py"))
+    assert utils.git_commit() is None
+    record = utils.provenance()
+    assert record["commit"] is None and record["recloop"]
+
+
+def test_compare_records_version_commit_date_and_machine(tmp_path, config, capsys):
+    from datetime import datetime
+
+    import torch
+
+    import recloop
+    from recloop.utils import git_commit
+
+    out = tmp_path / "run"
+    assert main(["compare", str(config), "--output", str(out), "--quiet"]) == 0
+    origin = json.loads((out / "results.json").read_text())["provenance"]
+    assert origin["recloop"] == recloop.__version__
+    assert origin["commit"] == git_commit()
+    assert datetime.fromisoformat(origin["date"]).utcoffset().total_seconds() == 0
+    assert origin["machine"]["torch"] == torch.__version__ and origin["machine"]["cpus"] >= 1
+    assert origin["machine"]["python"].count(".") == 2 and origin["machine"]["platform"]
+    report = (out / "report.html").read_text()
+    assert "<h2>Provenance</h2>" in report and origin["date"] in report and origin["machine"]["python"] in report
+    if origin["commit"]:
+        assert origin["commit"] in report
