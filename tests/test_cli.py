@@ -95,7 +95,7 @@ def test_version_names_the_release_and_the_commit(capsys):
 
 
 def test_git_commit_is_none_outside_a_checkout(monkeypatch, tmp_path):
-    import recloop.utils as utils
+    from recloop import utils
 
     monkeypatch.setattr(utils, "__file__", str(tmp_path / "recloop" / "utils.py"))
     assert utils.git_commit() is None
