@@ -123,3 +123,19 @@ def test_compare_records_version_commit_date_and_machine(tmp_path, config, capsy
     assert "<h2>Provenance</h2>" in report and origin["date"] in report and origin["machine"]["python"] in report
     if origin["commit"]:
         assert origin["commit"] in report
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", "the file is empty; expected a header row naming the columns ['user_id', 'item_id']"),
+    ("uid,iid\n1,2\n", "no columns 'user_id', 'item_id' in the header; it has 'uid', 'iid'"),
+])
+def test_data_errors_name_the_file_and_the_column(tmp_path, capsys, content, message):
+    log = tmp_path / "log.csv"
+    log.write_text(content)
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text(f'name = "csv"\n[data]\ndataset = "{log}"\n[model]\nname = "popular"\n')
+    assert main(["evaluate", str(experiment), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"recloop: error: {log}: {message}") and "internal error" not in err
+    assert main(["data", str(log)]) == 2
+    assert f"{log}: {message}" in capsys.readouterr().err

@@ -20,9 +20,13 @@ def load_sequences(path: Path, name: str | None = None) -> Dataset:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     users, items, positions = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            fields = line.split()
+    with open(path, "rb") as f:  # decoded line by line, so a bad byte is reported on its line
+        for line_number, raw in enumerate(f, start=1):
+            try:
+                fields = raw.decode("utf-8").split()
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path}, line {line_number}: not valid UTF-8 text (byte {error.start} of the line)") \
+                    from None
             if not fields:
                 continue
             if len(fields) < 2:
@@ -32,6 +36,6 @@ def load_sequences(path: Path, name: str | None = None) -> Dataset:
             items.extend(fields[1:])
             positions.extend(range(len(fields) - 1))
     if not users:
-        raise DataError(f"{path}: no sequences in the file")
+        raise DataError(f"{path}: no sequences in the file; expected lines of 'user item1 item2 ...'")
     log = Interactions.from_ids(np.asarray(users), np.asarray(items), timestamp=np.asarray(positions, dtype=np.int64))
     return Dataset(name or path.stem, log)

@@ -13,11 +13,14 @@ from recloop.errors import DataError
 
 
 def read_table(path: Path, columns: Sequence[str] | None, sep: str, header: bool,
-               encoding: str = "utf-8", numeric: Sequence[str] = (), required: Sequence[str] = ()) -> pd.DataFrame:
+               encoding: str = "utf-8", numeric: Sequence[str] = (), required: Sequence[str] = (),
+               hint: str = "") -> pd.DataFrame:
     """Read a delimited file as strings, then check it.
 
     ``numeric`` columns are converted to numbers; ``required`` columns must be present
-    on every line. A bad line raises :class:`DataError` with the file and 1-based line.
+    on every line. An empty file, a header without a required column or a bad line
+    raises :class:`DataError` with the file (and 1-based line); ``hint`` ends the
+    message of a missing column (how to map the columns).
     """
     first_line = 2 if header else 1
     try:
@@ -31,12 +34,20 @@ def read_table(path: Path, columns: Sequence[str] | None, sep: str, header: bool
         raise DataError(f"{path}: not valid {encoding} text at byte {error.start}") from None
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except pd.errors.EmptyDataError:
+        frame = None
+    if frame is None or (not header and required and frame.dropna(how="all").empty):
+        expected = (f"a header row naming the columns {list(required)}" if header
+                    else f"lines of {len(columns or ())} fields {list(columns or ())} separated by {sep!r}")
+        raise DataError(f"{path}: the file is empty; expected {expected}")
     frame.index = np.arange(len(frame)) + first_line  # index = line number in the file
     frame = frame.dropna(how="all")  # blank lines
-    if header and columns is not None:
+    if header:
         missing = [c for c in required if c not in frame.columns]
         if missing:
-            raise DataError(f"{path}: header lacks column(s) {missing}; it has {list(frame.columns)}")
+            raise DataError(f"{path}: no column{'s' if len(missing) > 1 else ''} {_names(missing)} in the header; "
+                            f"it has {_names(frame.columns)}"
+                            f"{f'; {hint}' if hint else ''}")
     for column in required:
         empty = frame[column].isna()
         if empty.any():
@@ -53,6 +64,10 @@ def read_table(path: Path, columns: Sequence[str] | None, sep: str, header: bool
             raise DataError(f"{path}, line {line}: {column!r} is {frame.loc[line, column]!r}, expected a number")
         frame[column] = values
     return frame
+
+
+def _names(columns) -> str:
+    return ", ".join(repr(str(c)) for c in columns) or "none"
 
 
 def read_parquet(path: Path) -> pd.DataFrame:

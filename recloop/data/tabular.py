@@ -28,11 +28,16 @@ def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = 
     """Load a ``.csv``/``.tsv``/``.txt`` (with a header row) or ``.parquet`` file."""
     path = Path(path)
     required = [c for c in (columns.user, columns.item, columns.rating, columns.timestamp) if c is not None]
+    roles = {field: getattr(columns, field) for field in ("user", "item", "rating", "timestamp")
+             if getattr(columns, field) is not None}
+    hint = ("the columns are mapped as " + ", ".join(f"{field}={column!r}" for field, column in roles.items())
+            + " (set data.user, data.item, data.rating, data.timestamp in the config, or a ColumnMapping)")
     if path.suffix == ".parquet":
         frame = read_parquet(path)
         missing = [c for c in required if c not in frame.columns]
         if missing:
-            raise DataError(f"{path}: column(s) {missing} not found; it has {list(frame.columns)}")
+            raise DataError(f"{path}: no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; it has "
+                            f"{', '.join(repr(str(c)) for c in frame.columns) or 'none'}; {hint}")
         if frame[required].isna().any().any():
             column = next(c for c in required if frame[c].isna().any())
             raise DataError(f"{path}, row {int(np.argmax(frame[column].isna().to_numpy()))}: missing {column!r}")
@@ -40,7 +45,9 @@ def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = 
         if path.suffix == ".tsv":
             sep = "\t"
         frame = read_table(path, None, sep, header=True, required=required,
-                           numeric=[c for c in (columns.rating,) if c is not None])
+                           numeric=[c for c in (columns.rating,) if c is not None], hint=hint)
+    if len(frame) == 0:
+        raise DataError(f"{path}: no interactions (the table has its columns and no rows)")
     timestamp = None
     if columns.timestamp is not None:
         timestamp = _as_epoch_seconds(frame[columns.timestamp], path, columns.timestamp)
