@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from recloop.errors import RecloopError
+from recloop.progress import show_progress
 from recloop.utils import configure_threads
 
 COMMANDS: dict[str, callable] = {}
@@ -35,6 +36,8 @@ def command(name: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recloop", description="Recommender loop: data, models, evaluation, serving.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print recloop's version (and git commit, in a checkout) and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_options(p):
@@ -133,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: like argparse's own, but asks git for the commit only when used."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from recloop import __version__
+        from recloop.utils import git_commit
+
+        commit = git_commit()
+        print(f"recloop {__version__}" + (f" (commit {commit})" if commit else ""))
+        parser.exit()
+
+
 def policy_options(p) -> None:
     p.add_argument("--positive", default="click,purchase", metavar="TYPES",
                    help="event types that count as positive interactions (besides rate >= threshold)")
@@ -180,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         if distributed is not None and not distributed.is_main and hasattr(args, "quiet"):
             args.quiet = True  # only rank 0 prints
         try:
-            return COMMANDS[args.command](args) or 0
+            with show_progress(not getattr(args, "quiet", False)):  # bars draw only on a terminal
+                return COMMANDS[args.command](args) or 0
         finally:
             if distributed is not None:
                 from recloop.train.distributed import teardown
@@ -361,7 +380,10 @@ def cmd_compare(args) -> int:
     results = {label: run.test for label, run in runs.items()}
     fit_seconds = {label: run.fit_seconds for label, run in runs.items()}
     print(comparison_table(results, fit_seconds))
-    records = {"experiment": config.to_dict(), "split": data.split.describe(),
+    from recloop.utils import provenance
+
+    origin = provenance()
+    records = {"provenance": origin, "experiment": config.to_dict(), "split": data.split.describe(),
                "models": {label: run.record() for label, run in runs.items()}}
     if args.output:
         output = Path(args.output)
@@ -370,9 +392,9 @@ def cmd_compare(args) -> int:
         (output / "results.json").write_text(json.dumps(records, indent=1))
         report = write_html_report(output / "report.html", f"recloop compare: {config.name}", results, fit_seconds,
                                    data.split.train.item_counts(), data.dataset.describe(),
-                                   Path(args.config).read_text())
-        print(f"artifacts in {output / 'models'} ({'served models, refitted on all interactions' if args.refit_all else 'evaluated models'}), "
-              f"report at {report}", file=sys.stderr)
+                                   Path(args.config).read_text(), provenance=origin)
+        kind = "served models, refitted on all interactions" if args.refit_all else "evaluated models"
+        print(f"artifacts in {output / 'models'} ({kind}), report at {report}", file=sys.stderr)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(records, indent=1))
     return 0

@@ -18,7 +18,6 @@ Two models come out of one experiment row:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError
 from recloop.evaluate.evaluator import EvaluationResult, Evaluator, validation_metric
 from recloop.models import Recommender, get_model_class
+from recloop.search import search_grid
 
 
 @dataclass
@@ -129,22 +129,7 @@ def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, pro
     search: list[dict] = []
     chosen: dict = {}
     if spec.grid:
-        if not has_valid:
-            raise ConfigError(f"model {spec.display_name!r} has a grid, but the split has no validation set; "
-                              "use split.method='leave-one-out' or split.valid_ratio > 0")
-        metric = config.evaluation.select_by
-        best = None
-        keys = list(spec.grid)
-        for values in itertools.product(*(spec.grid[k] for k in keys)):
-            candidate = dict(zip(keys, values))
-            model = build_model(spec, candidate)
-            seconds = fit(model, data, parts.train, parts.valid)
-            score = evaluator.evaluate(model, parts.valid, parts.train, progress=progress)[metric]
-            search.append({"params": candidate, metric: score, "fit_seconds": seconds})
-            if progress:
-                print(f"  {spec.display_name} {candidate}: valid {metric} = {score:.4f}")
-            if best is None or score > best:
-                best, chosen = score, candidate
+        chosen, search = search_grid(spec, data, config, evaluator, progress=progress)
     model = build_model(spec, chosen)
     uses_valid = model.uses_validation and has_valid
     fit_seconds = fit(model, data, parts.train, parts.valid if uses_valid else None)

@@ -64,9 +64,12 @@ def _fmt(value) -> str:
 
 def write_html_report(path: Path, title: str, results: dict[str, EvaluationResult],
                       fit_seconds: dict[str, float], item_counts: np.ndarray, dataset_info: dict,
-                      config_text: str = "") -> Path:
-    """Write the comparison report to ``path``."""
+                      config_text: str = "", provenance: dict | None = None) -> Path:
+    """Write the comparison report to ``path``; ``provenance`` (recloop version, commit,
+    date, machine: :func:`recloop.utils.provenance`, taken now when not given) closes it."""
     import matplotlib
+
+    from recloop.utils import provenance as current_provenance
 
     matplotlib.use("Agg")
     first = next(iter(results.values()))
@@ -81,8 +84,8 @@ def write_html_report(path: Path, title: str, results: dict[str, EvaluationResul
         _paired_table(results, best, f"ndcg@{k}"),
         "<h2>Accuracy with 95% confidence intervals</h2>", _img(_metric_bars(results, metrics)),
         "<h2>Popularity bias</h2>",
-        "<p>Share of each model's recommendations by item popularity decile (decile 1 holds the most "
-        "popular tenth of the catalog), with the average popularity of the recommended items.</p>",
+        ("<p>Share of each model's recommendations by item popularity decile (decile 1 holds the most "
+         "popular tenth of the catalog), with the average popularity of the recommended items.</p>"),
         _img(_popularity_plot(results, item_counts, k)),
         "<h2>Accuracy by user activity</h2>",
         "<p>NDCG by how many interactions the user had before the test period (quintile buckets).</p>",
@@ -90,6 +93,7 @@ def write_html_report(path: Path, title: str, results: dict[str, EvaluationResul
     ]
     if config_text:
         parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_text)}</pre>"]
+    parts += ["<h2>Provenance</h2>", _dict_table(provenance if provenance is not None else current_provenance())]
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
              "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}")

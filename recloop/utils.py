@@ -1,18 +1,23 @@
 """Small helpers shared across recloop: random state, devices, timing, the Gini coefficient,
-the process's CPU threads."""
+the process's CPU threads, provenance."""
 
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
 import sys
 import time
 import warnings
 from collections.abc import MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
+from recloop import __version__
 from recloop.errors import ConfigError
 
 
@@ -109,3 +114,33 @@ def configure_threads(threads: int | None = None, wait_policy: str | None = WAIT
 
         torch.set_num_threads(threads)
     return ThreadSetup(environ.get("OMP_WAIT_POLICY"), in_effect, threads)
+def git_commit() -> str | None:
+    """The commit recloop runs from when it runs from a git checkout (with ``+dirty``
+    when files differ from it); None when installed, without git, or on any failure."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():  # an installed copy inside someone else's repository is not ours
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=False)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    dirty = status.returncode == 0 and bool(status.stdout.strip())
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def provenance() -> dict:
+    """Where a result comes from: recloop version, git commit (or None), UTC date, machine."""
+    import torch
+
+    return {
+        "recloop": __version__,
+        "commit": git_commit(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "cpus": os.cpu_count()},
+    }

@@ -99,3 +99,61 @@ def test_train_saves_the_served_model_with_the_evaluated_metrics(tmp_path, confi
     a, b = (json.loads((p / "metrics.json").read_text()) for p in (served, evaluated))
     assert a["metrics"] == b["metrics"] and a["fitted_on"] == "all" and b["fitted_on"] == "split"
     assert a["fitted_interactions"] > b["fitted_interactions"]
+def test_version_names_the_release_and_the_commit(capsys):
+    import recloop
+    from recloop.utils import git_commit
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"recloop {recloop.__version__}")
+    commit = git_commit()
+    assert (f"(commit {commit})" in out) if commit else out == f"recloop {recloop.__version__}"
+
+
+def test_git_commit_is_none_outside_a_checkout(monkeypatch, tmp_path):
+    from recloop import utils
+
+    monkeypatch.setattr(utils, "__file__", str(tmp_path / "recloop" / "utils.py"))
+    assert utils.git_commit() is None
+    record = utils.provenance()
+    assert record["commit"] is None and record["recloop"]
+
+
+def test_compare_records_version_commit_date_and_machine(tmp_path, config, capsys):
+    from datetime import datetime
+
+    import torch
+
+    import recloop
+    from recloop.utils import git_commit
+
+    out = tmp_path / "run"
+    assert main(["compare", str(config), "--output", str(out), "--quiet"]) == 0
+    origin = json.loads((out / "results.json").read_text())["provenance"]
+    assert origin["recloop"] == recloop.__version__
+    assert origin["commit"] == git_commit()
+    assert datetime.fromisoformat(origin["date"]).utcoffset().total_seconds() == 0
+    assert origin["machine"]["torch"] == torch.__version__ and origin["machine"]["cpus"] >= 1
+    assert origin["machine"]["python"].count(".") == 2 and origin["machine"]["platform"]
+    report = (out / "report.html").read_text()
+    assert "<h2>Provenance</h2>" in report and origin["date"] in report and origin["machine"]["python"] in report
+    if origin["commit"]:
+        assert origin["commit"] in report
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", "the file is empty; expected a header row naming the columns ['user_id', 'item_id']"),
+    ("uid,iid\n1,2\n", "no columns 'user_id', 'item_id' in the header; it has 'uid', 'iid'"),
+])
+def test_data_errors_name_the_file_and_the_column(tmp_path, capsys, content, message):
+    log = tmp_path / "log.csv"
+    log.write_text(content)
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text(f'name = "csv"\n[data]\ndataset = "{log}"\n[model]\nname = "popular"\n')
+    assert main(["evaluate", str(experiment), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"recloop: error: {log}: {message}") and "internal error" not in err
+    assert main(["data", str(log)]) == 2
+    assert f"{log}: {message}" in capsys.readouterr().err

@@ -27,12 +27,25 @@ UNIT_SEPARATOR = "\x1f"
 CSV_BLOCK_BYTES = 1 << 24  # a delimited log is parsed 16 MiB at a time
 
 
+def _names(columns) -> str:
+    return ", ".join(repr(str(c)) for c in columns) or "none"
+
+
+def _missing_columns(path: Path, missing: Sequence[str], available: Sequence[str], hint: str = "") -> DataError:
+    """The one message for mapped columns a file lacks: the file, what is missing, what it has."""
+    return DataError(f"{path}: no column{'s' if len(missing) > 1 else ''} {_names(missing)} in the header; "
+                     f"it has {_names(available)}{f'; {hint}' if hint else ''}")
+
+
 def read_table(path: Path, columns: Sequence[str] | None, sep: str, header: bool,
-               encoding: str = "utf-8", numeric: Sequence[str] = (), required: Sequence[str] = ()) -> pd.DataFrame:
+               encoding: str = "utf-8", numeric: Sequence[str] = (), required: Sequence[str] = (),
+               hint: str = "") -> pd.DataFrame:
     """Read a delimited file as strings, then check it.
 
     ``numeric`` columns are converted to numbers; ``required`` columns must be present
-    on every line. A bad line raises :class:`DataError` with the file and 1-based line.
+    on every line. An empty file, a header without a required column or a bad line
+    raises :class:`DataError` with the file (and 1-based line); ``hint`` ends the
+    message of a missing column (how to map the columns).
     """
     first_line = 2 if header else 1
     try:
@@ -46,12 +59,18 @@ def read_table(path: Path, columns: Sequence[str] | None, sep: str, header: bool
         raise DataError(f"{path}: not valid {encoding} text at byte {error.start}") from None
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except pd.errors.EmptyDataError:
+        frame = None
+    if frame is None or (not header and required and frame.dropna(how="all").empty):
+        expected = (f"a header row naming the columns {list(required)}" if header
+                    else f"lines of {len(columns or ())} fields {list(columns or ())} separated by {sep!r}")
+        raise DataError(f"{path}: the file is empty; expected {expected}")
     frame.index = np.arange(len(frame)) + first_line  # index = line number in the file
     frame = frame.dropna(how="all")  # blank lines
-    if header and columns is not None:
+    if header:
         missing = [c for c in required if c not in frame.columns]
         if missing:
-            raise DataError(f"{path}: header lacks column(s) {missing}; it has {list(frame.columns)}")
+            raise _missing_columns(path, missing, frame.columns, hint)
     for column in required:
         empty = frame[column].isna()
         if empty.any():
@@ -78,7 +97,7 @@ class ParquetColumns:
     never holds the whole Arrow table beside its converted arrays.
     """
 
-    def __init__(self, path: Path, columns: Sequence[str]):
+    def __init__(self, path: Path, columns: Sequence[str], hint: str = ""):
         self.path = Path(path)
         try:
             self.files = sorted(self.path.glob("*.parquet")) if self.path.is_dir() else [self.path]
@@ -93,7 +112,7 @@ class ParquetColumns:
             raise DataError(f"{path}: not a readable Parquet file ({error})") from None
         missing = [c for c in columns if c not in available]
         if missing:
-            raise DataError(f"{path}: column(s) {missing} not found; it has {available}")
+            raise _missing_columns(path, missing, available, hint)
 
     def pop(self, column: str) -> np.ndarray | pa.ChunkedArray:
         """Every value of ``column``: a numpy array of its own dtype for a numeric column
@@ -159,7 +178,7 @@ class Columns:
 
 def read_columns(path: Path, columns: Sequence[str] | None, sep: str, header: bool, *,
                  text: Sequence[str] = (), numeric: Mapping[str, type] | None = None, other: Sequence[str] = (),
-                 encoding: str = "utf-8") -> Columns:
+                 encoding: str = "utf-8", hint: str = "") -> Columns:
     """Read the named columns of a delimited log with pyarrow, typed, no Python object per row.
 
     ``columns`` names the fields of a header-less file; with ``header`` the first line
@@ -176,12 +195,12 @@ def read_columns(path: Path, columns: Sequence[str] | None, sep: str, header: bo
     types = {c: pa.string() for c in text}
     # Numbers are parsed as 64-bit and narrowed after, as the text reader does (same rounding).
     types.update({c: pa.int64() if np.dtype(t).kind in "iu" else pa.float64() for c, t in numeric.items()})
-    source = _raw(path, columns, sep, header, wanted, encoding)
+    source = _raw(path, columns, sep, header, wanted, encoding, hint)
     read = None if source is None else _typed_read(source, columns, sep, header, wanted, types, numeric, encoding)
     if read is not None:
         return Columns(path, {c: read[c] for c in text}, {c: read[c] for c in numeric}, {c: read[c] for c in other},
                        None, 2 if header else 1)
-    frame = read_table(path, columns, sep, header, encoding, numeric=list(numeric), required=wanted)
+    frame = read_table(path, columns, sep, header, encoding, numeric=list(numeric), required=wanted, hint=hint)
     return Columns(path, {c: pa.chunked_array([pa.array(frame[c].to_numpy(object), pa.string())]) for c in text},
                    {c: frame[c].to_numpy(numeric[c]) for c in numeric},
                    {c: pa.chunked_array([pa.array(frame[c].to_numpy(object), pa.string())]) for c in other},
@@ -189,7 +208,7 @@ def read_columns(path: Path, columns: Sequence[str] | None, sep: str, header: bo
 
 
 def _raw(path: Path, columns: Sequence[str] | None, sep: str, header: bool, wanted: Sequence[str],
-         encoding: str) -> Path | pa.BufferReader | None:
+         encoding: str, hint: str = "") -> Path | pa.BufferReader | None:
     """What pyarrow should read, after the checks that need no parse: the file exists,
     is not empty, and its header has the wanted columns. ``None``: the typed read cannot
     take this file (it is left to the text reader)."""
@@ -199,8 +218,9 @@ def _raw(path: Path, columns: Sequence[str] | None, sep: str, header: bool, want
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     if not head.strip() and path.stat().st_size == len(head):
-        expected = "a header naming" if header else "lines with"
-        raise DataError(f"{path}: the file is empty; expected {expected} column(s) {list(wanted)}")
+        expected = (f"a header row naming the columns {list(wanted)}" if header
+                    else f"lines of {len(columns or ())} fields {list(columns or ())} separated by {sep!r}")
+        raise DataError(f"{path}: the file is empty; expected {expected}")
     if header:
         try:
             first = head.split(b"\n", 1)[0].decode(encoding).rstrip("\r")
@@ -213,7 +233,7 @@ def _raw(path: Path, columns: Sequence[str] | None, sep: str, header: bool, want
             names = first.split(sep)
         missing = [c for c in wanted if c not in names]
         if missing:
-            raise DataError(f"{path}: header lacks column(s) {missing}; it has {names}")
+            raise _missing_columns(path, missing, names, hint)
     if len(sep) == 1:
         return path
     # pyarrow takes a one-byte delimiter; ML-1M's "::" becomes the ASCII unit separator.

@@ -36,8 +36,12 @@ def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = 
     """
     path = Path(path)
     required = [c for c in (columns.user, columns.item, columns.rating, columns.timestamp) if c is not None]
+    roles = {field: getattr(columns, field) for field in ("user", "item", "rating", "timestamp")
+             if getattr(columns, field) is not None}
+    hint = ("the columns are mapped as " + ", ".join(f"{field}={column!r}" for field, column in roles.items())
+            + " (set data.user, data.item, data.rating, data.timestamp in the config, or a ColumnMapping)")
     if path.suffix == ".parquet" or path.is_dir():
-        fields = ParquetColumns(path, required)
+        fields = ParquetColumns(path, required, hint)
 
         def line(row: int) -> str:
             return f"row {row}"
@@ -46,7 +50,7 @@ def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = 
             sep = "\t"
         rating = {} if columns.rating is None else {columns.rating: np.float32}
         read = read_columns(path, None, sep, header=True, text=[columns.user, columns.item], numeric=rating,
-                            other=[c for c in (columns.timestamp,) if c is not None])
+                            other=[c for c in (columns.timestamp,) if c is not None], hint=hint)
         fields = {**read.text, **read.numeric, **read.other}
         read_line = read.line
         del read
@@ -56,6 +60,8 @@ def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = 
     # One column at a time, each released before the next is read or converted: the peak
     # is about the log's int64 indices plus one source column, not the whole table twice.
     users, user_idx = IdMap.from_values(fields.pop(columns.user), "user")
+    if len(user_idx) == 0:
+        raise DataError(f"{path}: no interactions (the table has its columns and no rows)")
     release_unused_memory()
     items, item_idx = IdMap.from_values(fields.pop(columns.item), "item")
     release_unused_memory()

@@ -41,6 +41,7 @@ from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.base import Recommender
 from recloop.models.similarity import cosine_similar_items
+from recloop.progress import progress_bar
 
 SOLVE_FLOATS = 1 << 22  # padded history floats per batched exact solve (x factors: ~64 MB at 64)
 
@@ -90,7 +91,7 @@ class ALS(Recommender):
         generator = torch.Generator().manual_seed(cfg.seed)
         users = torch.rand((train.n_users, cfg.factors), generator=generator) * 0.01
         items = torch.rand((train.n_items, cfg.factors), generator=generator) * 0.01
-        for _ in range(cfg.iterations):
+        for _ in progress_bar(range(cfg.iterations), desc="fit als", unit="sweep"):
             users = conjugate_gradient(by_user, items, users, cfg.regularization, cfg.cg_steps)
             items = conjugate_gradient(by_item, users, items, cfg.regularization, cfg.cg_steps)
         self.item_factors_ = items.numpy()

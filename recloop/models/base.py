@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -95,6 +95,12 @@ class Recommender(ABC):
         now; models without early stopping ignore both. Every call starts from scratch.
         Returns ``self``.
         """
+        self._remember(train, item_features, user_features)
+        self._fit(train, valid)
+        return self
+
+    def _remember(self, train: Interactions, item_features: Features | None, user_features: Features | None) -> None:
+        """What every fit keeps, before the model's own ``_fit``."""
         if len(train) == 0:
             raise ConfigError(f"{type(self).__name__}.fit() got an empty training log")
         self.users_: IdMap = train.users
@@ -102,8 +108,26 @@ class Recommender(ABC):
         self.history_: Interactions = train
         self.item_features_ = item_features
         self.user_features_ = user_features
-        self._fit(train, valid)
-        return self
+
+    @classmethod
+    def fit_grid(cls, candidates: Sequence[dict[str, Any]], train: Interactions, *,
+                 item_features: Features | None = None, user_features: Features | None = None,
+                 valid: Interactions | None = None,
+                 validation: Callable[[Recommender], Callable[[], float]] | None = None) -> Iterator[Recommender]:
+        """One fitted model per hyperparameter dict of ``candidates``, lazily and in order
+        (a grid search scores each and drops it before the next is fitted).
+
+        ``validation(model)`` gives the ``validate`` callback of a model that stops early
+        (the caller builds it: models do not import the evaluator). Each model equals
+        ``cls(**params).fit(train, ..., valid=valid, validate=validation(model))``; this
+        default does exactly that. A model whose candidates share costly work overrides
+        it (EASE builds the Gram matrix once for every l2).
+        """
+        for params in candidates:
+            model = cls(**params)
+            validate = validation(model) if validation is not None and valid is not None and len(valid) else None
+            yield model.fit(train, item_features=item_features, user_features=user_features, valid=valid,
+                            validate=validate)
 
     @abstractmethod
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:

@@ -33,6 +33,7 @@ from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.base import UNKNOWN_USER, Recommender
 from recloop.models.similarity import cosine_similar_items
+from recloop.progress import progress_bar
 from recloop.utils import make_rng
 
 
@@ -101,16 +102,22 @@ class BPR(Recommender):
         net = BPRNet(train.n_users, train.n_items, cfg.factors, torch.Generator().manual_seed(cfg.seed))
         # the fused CPU kernel is ~8x faster than the per-tensor loop on a large item table
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)
-        for _ in range(cfg.epochs):
+        epochs = progress_bar(range(cfg.epochs), desc="fit bpr", unit="epoch")
+        for _ in epochs:
             order = rng.permutation(len(users))
             user, positive = torch.from_numpy(users[order]), torch.from_numpy(items[order])
             negative = torch.from_numpy(sample_negatives(users[order], known, train.n_items, rng))
+            total = torch.zeros(())
             for start in range(0, len(order), cfg.batch_size):
                 batch = slice(start, start + cfg.batch_size)
                 loss = net.loss(user[batch], positive[batch], negative[batch], cfg.l2)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if not epochs.disable:  # the mean loss, shown on the bar
+                    total += loss.detach() * len(user[batch])
+            if not epochs.disable:
+                epochs.set_postfix(loss=f"{total.item() / max(len(order), 1):.4f}")
         self.user_embeddings_ = net.users.detach().numpy().copy()
         self.item_embeddings_ = net.items.detach().numpy().copy()
         self.item_bias_ = net.bias.detach().numpy().copy()

@@ -32,6 +32,7 @@ import torch
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.base import Recommender
+from recloop.progress import progress_bar
 
 BLOCK_FLOATS = 1 << 24  # ~64 MB of float32 per dense similarity block
 
@@ -103,7 +104,7 @@ def cosine_knn(x: sp.csr_matrix, k: int, shrink: float = 0.0) -> sp.csr_matrix:
     k = min(k, max(n_items - 1, 1))
     block = max(1, min(n_items, BLOCK_FLOATS // max(n_items, 1)))
     rows, cols, vals = [], [], []
-    for start in range(0, n_items, block):
+    for start in progress_bar(range(0, n_items, block), desc="fit itemknn", unit="block"):
         stop = min(start + block, n_items)
         dots = torch.from_numpy((xt[start:stop] @ x).toarray().astype(np.float32, copy=False))  # (block, items)
         sims = dots / (norms[start:stop, None] * norms[None, :] + shrink).clamp_min(1e-12)

@@ -137,3 +137,33 @@ def test_checksummed_download_and_offline_error(tmp_path):
     with pytest.raises(DataError, match="checksum mismatch"):
         fetch(bad, tmp_path / "cache")
     assert not (tmp_path / "cache" / "bad").exists()
+
+
+def test_empty_and_unmapped_tables_name_the_file_and_the_columns(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match=r"empty\.csv: the file is empty; expected a header row naming the "
+                                        r"columns \['user_id', 'item_id'\]"):
+        load_dataset(empty)
+    unmapped = tmp_path / "log.csv"
+    unmapped.write_text("uid,iid\n1,2\n")
+    with pytest.raises(DataError, match=r"log\.csv: no columns 'user_id', 'item_id' in the header; "
+                                        r"it has 'uid', 'iid'; the columns are mapped as user='user_id'"):
+        load_dataset(unmapped)
+    with pytest.raises(DataError, match=r"log\.csv: no column 'ts' in the header; it has 'uid', 'iid'"):
+        load_dataset(unmapped, columns=ColumnMapping(user="uid", item="iid", timestamp="ts"))
+    pd.DataFrame({"uid": [1], "iid": [2]}).to_parquet(tmp_path / "log.parquet")
+    with pytest.raises(DataError, match=r"log\.parquet: no column 'user_id'.*it has 'uid', 'iid'"):
+        load_dataset(tmp_path / "log.parquet", columns=ColumnMapping(item="iid"))
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("user_id,item_id\n")
+    with pytest.raises(DataError, match=r"header\.csv: no interactions"):
+        load_dataset(header_only)
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "u.data").write_text("")
+    with pytest.raises(DataError, match=r"u\.data: the file is empty; expected lines of 4 fields"):
+        load_dataset(tmp_path / "ml")
+    seq = tmp_path / "seq.txt"
+    seq.write_bytes(b"1 2 3\n2 \xff\xfe 4\n")
+    with pytest.raises(DataError, match=r"(?i)seq\.txt.*not valid UTF-8"):
+        load_dataset(seq)

@@ -108,3 +108,26 @@ def test_bias_predictor_by_hand_and_rmse(ml100k):
     parts = ratio_split(ml100k.interactions, 0.2, seed=1)
     errors = Evaluator().evaluate_ratings(Bias().fit(parts.train), parts.test)
     assert 0.85 < errors["rmse"] < 1.0 and errors["mae"] < errors["rmse"]  # ~0.94 is typical on ml-100k
+
+
+def test_fit_grid_gives_the_models_fit_gives(synthetic):
+    train = synthetic.interactions
+    candidates = [{"l2": 10.0}, {"l2": 50.0}, {"l2": 50.0, "weighted": True}, {"l2": 400.0}]
+    grid = list(EASE.fit_grid(candidates, train))
+    assert [m.config.l2 for m in grid] == [10.0, 50.0, 50.0, 400.0]
+    for params, model in zip(candidates, grid):
+        alone = EASE(**params).fit(train)
+        np.testing.assert_array_equal(model.weights_, alone.weights_)  # the same solve, the Gram built once
+        np.testing.assert_array_equal(model.score([0, 3]), alone.score([0, 3]))
+        assert model.history_ is train and model.is_fitted
+    assert not np.array_equal(grid[0].weights_, grid[1].weights_)
+
+
+def test_fit_grid_weights_match_a_float64_direct_solve(synthetic):
+    train = synthetic.interactions
+    x = train.to_csr().toarray().astype(np.float64)
+    for model in EASE.fit_grid([{"l2": 5.0}, {"l2": 300.0}], train):
+        p = np.linalg.solve(x.T @ x + model.config.l2 * np.eye(x.shape[1]), np.eye(x.shape[1]))
+        expected = -p / np.diag(p)
+        np.fill_diagonal(expected, 0.0)
+        np.testing.assert_allclose(model.weights_, expected, atol=2e-5, rtol=1e-3)
