@@ -32,6 +32,7 @@ from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError
 from recloop.evaluate.evaluator import EvaluationResult, Evaluator, validation_metric
 from recloop.models import Recommender, get_model_class
+from recloop.progress import show_progress
 from recloop.search import search_grid
 
 
@@ -128,11 +129,24 @@ def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, pro
     has_valid = len(parts.valid) > 0
     search: list[dict] = []
     chosen: dict = {}
-    if spec.grid:
-        chosen, search = search_grid(spec, data, config, evaluator, progress=progress)
-    model = build_model(spec, chosen)
+    with show_progress(progress):
+        if spec.grid:  # the search's best model is the one fitted below: it is kept, not fitted twice
+            grid = search_grid(spec, data, config, evaluator, progress=progress)
+            chosen, search, model, fit_seconds = grid.chosen, grid.records, grid.model, grid.fit_seconds
+        else:
+            model = build_model(spec)
+            fit_seconds = fit(model, data, parts.train, parts.valid if model.uses_validation and has_valid else None)
+        return _evaluate_and_refit(spec, data, config, evaluator, model, fit_seconds, chosen, search, progress)
+
+
+def _evaluate_and_refit(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, evaluator: Evaluator,
+                        model: Recommender, fit_seconds: float, chosen: dict, search: list[dict],
+                        progress: bool) -> ModelRun:
+    """Validation and test results of the fitted ``model``, with the refit on train +
+    valid in between when the config asks for it."""
+    parts = data.split
+    has_valid = len(parts.valid) > 0
     uses_valid = model.uses_validation and has_valid
-    fit_seconds = fit(model, data, parts.train, parts.valid if uses_valid else None)
     valid_result = None
     if has_valid:
         valid_result = evaluator.evaluate(model, parts.valid, parts.train, progress=progress)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import itertools
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from recloop.config import ExperimentConfig, ModelSpec
 from recloop.errors import ConfigError
 from recloop.evaluate.evaluator import Evaluator, validation_metric
-from recloop.models import get_model_class
+from recloop.models import Recommender, get_model_class
 from recloop.progress import progress_bar, show_progress
 
 if TYPE_CHECKING:
@@ -30,13 +31,25 @@ def grid_candidates(spec: ModelSpec) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(spec.grid[k] for k in keys))]
 
 
+@dataclass
+class GridSearch:
+    """What a grid search found: the chosen grid values, one record per candidate
+    (``params``, the ``select_by`` metric, ``fit_seconds``), and the chosen candidate's
+    fitted model (kept, so that the caller need not fit it again) with its fit time."""
+
+    chosen: dict
+    records: list[dict]
+    model: Recommender
+    fit_seconds: float
+
+
 def search_grid(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, evaluator: Evaluator,
-                progress: bool = False) -> tuple[dict, list[dict]]:
+                progress: bool = False) -> GridSearch:
     """Fit every grid candidate on the training split and score it on validation.
 
-    Returns the chosen grid values and one record per candidate (``params``, the
-    ``select_by`` metric, ``fit_seconds``). ``progress``: bars for the search, each fit
-    and each evaluation (on a terminal), and one line per candidate on stderr.
+    Holds at most two fitted models at a time: the best so far and the candidate being
+    scored. ``progress``: bars for the search, each fit and each evaluation (on a
+    terminal), and one line per candidate on stderr.
     """
     parts = data.split
     if len(parts.valid) == 0:
@@ -45,7 +58,7 @@ def search_grid(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, e
     metric = config.evaluation.select_by
     candidates = grid_candidates(spec)
     search: list[dict] = []
-    best, chosen = None, {}
+    best, chosen, best_model, best_seconds = None, {}, None, 0.0
     with show_progress(progress):
         models = get_model_class(spec.name).fit_grid(
             [{**dict(spec.params), **candidate} for candidate in candidates], parts.train,
@@ -57,13 +70,13 @@ def search_grid(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, e
             model = next(models)
             seconds = time.perf_counter() - start
             score = evaluator.evaluate(model, parts.valid, parts.train, progress=progress)[metric]
-            del model  # before the next candidate is fitted
             search.append({"params": candidate, metric: score, "fit_seconds": seconds})
             if best is None or score > best:
-                best, chosen = score, candidate
+                best, chosen, best_model, best_seconds = score, candidate, model, seconds
+            del model  # a loser is freed before the next candidate is fitted
             bar.update()
             if progress:
                 bar.write(f"  {spec.display_name} {candidate}: valid {metric} = {score:.4f} ({seconds:.1f}s fit)",
                           file=sys.stderr)
         bar.close()
-    return chosen, search
+    return GridSearch(chosen, search, best_model, best_seconds)

@@ -21,7 +21,8 @@ def test_ease_grid_chooses_and_scores_as_separate_fits():
     config = experiment({"name": "ease", "l2": 50.0, "grid": {"l2": [1.0, 10.0, 100.0, 1000.0]}})
     data = prepare_data(config)
     evaluator = Evaluator(config.evaluation)
-    chosen, search = search_grid(config.model, data, config, evaluator)
+    grid = search_grid(config.model, data, config, evaluator)
+    chosen, search = grid.chosen, grid.records
 
     parts = data.split
     separate = [evaluator.evaluate(EASE(l2=l2).fit(parts.train), parts.valid, parts.train)["ndcg@10"]
@@ -60,3 +61,17 @@ def test_a_grid_needs_a_validation_split():
                         split={"method": "ratio", "test_ratio": 0.2, "valid_ratio": 0.0})
     with pytest.raises(ConfigError, match="no validation set"):
         search_grid(config.model, prepare_data(config), config, Evaluator(config.evaluation))
+
+
+def test_the_grid_winner_is_not_fitted_again(monkeypatch):
+    from recloop.models import ItemKNN
+
+    fits = []
+    original = ItemKNN._fit
+    monkeypatch.setattr(ItemKNN, "_fit", lambda self, train, valid: (fits.append(len(train)), original(self, train, valid)))
+    config = experiment({"name": "itemknn", "grid": {"k": [2, 50], "shrink": [0.0, 10.0]}})
+    data = prepare_data(config)
+    run = run_model(config.model, data, config)
+    # Four candidates on train, then the refit on train + valid: the winner is reused, not refitted on train.
+    assert fits == [len(data.split.train)] * 4 + [len(data.split.history("test"))]
+    assert run.params == max(run.search, key=lambda r: r["ndcg@10"])["params"]
