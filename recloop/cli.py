@@ -61,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_path", default=None, help="also write the description as JSON")
     data_options(p)
 
+    # `recloop data expand ...`: main() turns the two words into this parser's name.
+    p = sub.add_parser("data expand", help="fractal expansion of a real log into a large, realistic one: Parquet "
+                                           "shards + manifest.json (recloop data expand SOURCE --interactions N "
+                                           "--output DIR)")
+    p.add_argument("source", help="the dataset to expand: known name (ml-100k, ...) or a path")
+    p.add_argument("--interactions", type=float, required=True, help="target number of interactions, e.g. 1e7")
+    p.add_argument("--output", "-o", required=True, help="new folder for the Parquet shards and manifest.json")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same shards)")
+    p.add_argument("--block-density", type=float, default=None,
+                   help="mean keep probability of the expansion pattern (default 0.1; docs/scale.md)")
+    p.add_argument("--format", default=None)
+    data_options(p)
+
     def refit_option(p):
         p.add_argument("--no-refit-all", dest="refit_all", action="store_false",
                        help="save the evaluated model itself (fitted on the training split) instead of the "
@@ -188,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
+        if argv[:2] == ["data", "expand"]:  # a two-word command
+            argv = ["data expand", *argv[2:]]
         argv, overrides = split_overrides(argv)
         args = build_parser().parse_args(argv)
         if hasattr(args, "set"):
@@ -213,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("recloop: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`recloop data ... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except Exception as error:  # an unexpected failure still gets one readable line
         if debug:
             raise
@@ -267,6 +285,22 @@ def _print_run(run):
     errors = run.test.extra.get("rating_errors")
     if errors:
         print(f"rating prediction: RMSE {errors['rmse']:.4f}, MAE {errors['mae']:.4f}")
+
+
+@command("data expand")
+def cmd_data_expand(args) -> int:
+    from recloop.data import load_dataset
+    from recloop.data.expand import ExpansionConfig, expand
+
+    source = load_dataset(args.source, args.format, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                          download=not args.offline)
+    config = ExpansionConfig() if args.block_density is None else ExpansionConfig(block_density=args.block_density)
+    manifest = expand(source.interactions, int(args.interactions), args.output, args.seed, config=config,
+                      source_name=source.name)
+    print(f"{args.output}: {manifest['interactions']:,} interactions (target {manifest['target_interactions']:,}, "
+          f"{manifest['relative_error']:+.2%}), {manifest['users']:,} users, {manifest['items']:,} items, "
+          f"{len(manifest['shards'])} shard(s), {manifest['seconds']:.1f}s; see {Path(args.output) / 'manifest.json'}")
+    return 0
 
 
 @command("data")

@@ -157,3 +157,17 @@ def test_data_errors_name_the_file_and_the_column(tmp_path, capsys, content, mes
     assert err.startswith(f"recloop: error: {log}: {message}") and "internal error" not in err
     assert main(["data", str(log)]) == 2
     assert f"{log}: {message}" in capsys.readouterr().err
+
+
+def test_data_expand_writes_shards_that_load_back(tmp_path, capsys, data_dir):
+    out = tmp_path / "big"
+    assert main(["data", "expand", "ml-100k", "--interactions", "2e5", "--output", str(out), "--seed", "3",
+                 "--data-dir", str(data_dir)]) == 0
+    assert "interactions (target 200,000" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert abs(manifest["interactions"] - 200_000) / 200_000 < 0.05 and manifest["seed"] == 3
+    assert main(["data", str(out)]) == 0
+    assert f"interactions           {manifest['interactions']}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # --interactions is required
+        main(["data", "expand", "ml-100k", "--output", str(tmp_path / "x")])
+    assert "--interactions" in capsys.readouterr().err
