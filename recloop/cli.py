@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=None, help="worker processes, each loads the model (default 1)")
     p.add_argument("--db", default=None,
-                   help="event store: a SQLite file or postgresql://USER@HOST:PORT/DB (default $RECLOOP_HOME/events.db, "
-                        "else ~/.local/share/recloop/events.db)")
+                   help="event store: a SQLite file or postgresql://USER@HOST:PORT/DB (default: one SQLite file per "
+                        "artifact folder under $RECLOOP_HOME/events/, else ~/.local/share/recloop/events/)")
     p.add_argument("--api-key", default=os.environ.get("RECLOOP_API_KEY"),
                    help="require this key (X-API-Key header) on write and admin endpoints "
                         "(default: $RECLOOP_API_KEY, which keeps it out of the process list; none: open)")
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain", help="fold the event log into an artifact's training data and refit it")
     p.add_argument("artifact", help="the artifact the service runs")
     p.add_argument("--db", default=None, help="the service's event store (file path or postgresql:// URL; "
-                                              "default: the same default as serve)")
+                                              "default: the store `recloop serve ARTIFACT` uses by default)")
     p.add_argument("--output", "-o", required=True, help="new artifact directory (may be ARTIFACT itself)")
     p.add_argument("--reload", metavar="URL", default=None,
                    help="then ask the running service at URL (http://host:port) to load the new artifact")
@@ -518,7 +518,7 @@ def cmd_serve(args) -> int:
         logging.getLogger("recloop.serve").warning(warning)
         print(f"warning: {warning}", file=sys.stderr)
     if not settings.db:  # resolved once here, so that every worker writes to the same file
-        settings = dataclasses.replace(settings, db=str(default_db_path()))
+        settings = dataclasses.replace(settings, db=str(default_db_path(settings.artifact)))
     os.environ[ENV_VAR] = settings.to_json()  # read by each worker's app factory
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recloop-metrics-")
@@ -532,11 +532,19 @@ def cmd_serve(args) -> int:
 
 @command("retrain")
 def cmd_retrain(args) -> int:
-    from recloop.serve.retrain import retrain
-    from recloop.serve.store import open_store
+    from urllib.parse import urlparse
 
+    from recloop.serve.retrain import retrain
+    from recloop.serve.store import default_db_path, open_store
+
+    if args.reload and urlparse(args.reload).scheme not in ("http", "https"):
+        raise RecloopError(f"--reload takes the service's URL, e.g. http://127.0.0.1:8000, got {args.reload!r}")
+    db = args.db or default_db_path(args.artifact)
+    if urlparse(str(db)).scheme in ("", "sqlite") and not Path(str(db).removeprefix("sqlite:///")).is_file():
+        raise RecloopError(f"no event store at {db}: give the --db that `recloop serve` wrote to "
+                           f"(its default for this artifact is {default_db_path(args.artifact)})")
     start = time.perf_counter()
-    with open_store(args.db) as store:
+    with open_store(db) as store:
         path, stats = retrain(args.artifact, store, args.output, _policy(args))
     print(f"folded {stats.positives} positive events of {stats.events} ({stats.new_users} new users, "
           f"{stats.new_items} new items, {stats.skipped_unknown_items} skipped: unknown item) "

@@ -40,7 +40,7 @@ from recloop.artifact import load_artifact
 from recloop.data.features import Features
 from recloop.data.interactions import Interactions
 from recloop.serve.events import EventPolicy, event_problem, text_problem
-from recloop.serve.state import EVENTS_THROUGH
+from recloop.serve.state import EVENTS_STORE, EVENTS_THROUGH, events_through
 from recloop.serve.store import EventStore, StoredItem
 
 logger = logging.getLogger("recloop.serve")
@@ -134,14 +134,15 @@ def retrain(artifact: str | Path, store: EventStore, output: str | Path,
     write the new artifact to ``output`` (atomically; it may be ``artifact`` itself)."""
     loaded = load_artifact(Path(artifact))
     model = loaded.model
-    after = int(loaded.extra.get(EVENTS_THROUGH, 0))
+    after = events_through(loaded.extra, store)
     log, item_features, user_features, stats = fold_events(model, store, policy, after)
     fresh = type(model)(model.config)
     start = time.perf_counter()
     fresh.fit(log, item_features=item_features, user_features=user_features)
     seconds = time.perf_counter() - start
-    extra = {key: value for key, value in loaded.extra.items() if key not in (EVENTS_THROUGH, "retrain")}
-    extra.update({EVENTS_THROUGH: stats.events_through,
+    extra = {key: value for key, value in loaded.extra.items()
+             if key not in (EVENTS_THROUGH, EVENTS_STORE, "retrain")}
+    extra.update({EVENTS_THROUGH: stats.events_through, EVENTS_STORE: store.store_id,
                   "retrain": {**stats.to_dict(), "from": str(Path(artifact).resolve()), "store": _safe_url(store),
                               "fit_seconds": seconds, "interactions": len(log), "time": time.time()}})
     path = fresh.save(output, metrics=carried_metrics(loaded.metrics, artifact), extra=extra)

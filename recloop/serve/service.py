@@ -35,7 +35,7 @@ from recloop.serve.pipeline import Pipeline, Query, Ranked
 from recloop.serve.rerank import RerankStage
 from recloop.serve.settings import ServeSettings, exposure_warning
 from recloop.serve.state import LiveState
-from recloop.serve.store import EventStore, ItemExistsError, NewItem, StoreHead, open_store
+from recloop.serve.store import EventStore, ItemExistsError, NewItem, StoreHead, default_db_path, open_store
 
 log = logging.getLogger("recloop.serve")
 
@@ -99,7 +99,8 @@ class RecommendationService:
                  embedder_factory: Callable[[], TextEmbedder] | None = None, pipeline: Pipeline | None = None):
         self.settings = settings
         self._owns_store = store is None
-        self.store = store or open_store(settings.db, synchronous=settings.sqlite_synchronous)
+        self.store = store or open_store(settings.db or default_db_path(settings.artifact),
+                                         synchronous=settings.sqlite_synchronous)
         self.pipeline = pipeline or default_pipeline(settings)
         self._embedder: TextEmbedder | None = None
         self._embedder_lock = threading.Lock()

@@ -63,8 +63,8 @@ class ServeSettings:
     """Everything a serving process needs.
 
     ``artifact``: the model directory. ``db``: event store (file path, ``sqlite:///``
-    or ``postgresql://`` URL; empty: ``recloop.serve.store.default_db_path()``, a data
-    directory, never the working directory). ``api_key``: when set, write and admin endpoints need it
+    or ``postgresql://`` URL; empty: ``recloop.serve.store.default_db_path(artifact)``,
+    one file per artifact folder in a data directory, never the working directory). ``api_key``: when set, write and admin endpoints need it
     in the ``X-API-Key`` header. ``sqlite_synchronous``: ``full`` (fsync each group
     commit) or ``normal``. ``watch``: seconds between checks of the artifact directory
     for a new version (0: no watching; ``POST /admin/reload`` always works).

@@ -15,6 +15,7 @@ embeddings and the live users. The pipeline's stages keep their own caches.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,6 +35,23 @@ from recloop.serve.store import EventStore, StoredItem
 
 #: ``extra.json`` key of an artifact written by ``recloop retrain``: the last event id it folded in.
 EVENTS_THROUGH = "events_through"
+#: The id of the store that ``events_through`` counts in (``EventStore.store_id``).
+EVENTS_STORE = "events_store"
+log = logging.getLogger("recloop.serve")
+
+
+def events_through(extra: dict, store: EventStore) -> int:
+    """The last event of ``store`` already folded into an artifact (``extra.json``): its
+    ``events_through`` when it was retrained from this very store (or from one it does
+    not name: artifacts older than the mark), else 0, so that no event of this store is
+    skipped because another store's events had reached the same id."""
+    through = int(extra.get(EVENTS_THROUGH, 0))
+    recorded = extra.get(EVENTS_STORE)
+    if through and recorded is not None and recorded != store.store_id:
+        log.warning("the artifact was retrained through event %d of another event store; replaying every event "
+                    "of this one", through)
+        return 0
+    return through
 
 
 @dataclass
@@ -92,6 +110,7 @@ class LiveState:
         """Load an artifact and bring it up to date with the store (``listeners`` see
         the replayed events too)."""
         state = cls(load_artifact(Path(path)), policy, embedder_factory, generation, retrieval)
+        state.events_through = state.last_event_id = events_through(state.artifact.extra, store)
         for listener in listeners:
             state.add_listener(listener)
         state.catch_up(store)

@@ -23,12 +23,14 @@ id can commit after a reader has seen a larger one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
 import sqlite3
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -42,22 +44,33 @@ import numpy as np
 from recloop.errors import ConfigError, DataError
 from recloop.serve.events import Event, StoredEvent, check_event
 
-#: Where ``default_db_path`` puts the event database when ``RECLOOP_HOME`` is set.
+#: Where ``default_db_path`` puts the event databases when ``RECLOOP_HOME`` is set.
 HOME_ENV = "RECLOOP_HOME"
+#: The ``meta`` key of the store's own random id (see :attr:`EventStore.store_id`).
+STORE_ID = "store_id"
 
 
-def default_db_path() -> Path:
-    """The default SQLite event store: ``$RECLOOP_HOME/events.db``, else
-    ``$XDG_DATA_HOME/recloop/events.db``, else ``~/.local/share/recloop/events.db``.
+def default_db_path(artifact: str | Path | None = None) -> Path:
+    """The default SQLite event store of the artifact folder ``artifact``:
+    ``events/<folder name>-<hash of its absolute path>.db`` under ``$RECLOOP_HOME``, else
+    ``$XDG_DATA_HOME/recloop``, else ``~/.local/share/recloop`` (``events.db`` there
+    without an artifact).
 
     A data directory rather than the working directory, so that serving from a
-    checkout never leaves a database in the repository. The folder is created when
-    the store opens (not here)."""
+    checkout never leaves a database in the repository; one store per artifact folder,
+    so that the events of one model (one dataset's ids) never reach another's. ``retrain
+    ART --output ART`` keeps the folder, hence the store. The folder is created when the
+    store opens (not here)."""
     home = os.environ.get(HOME_ENV)
     if home:
-        return Path(home).expanduser() / "events.db"
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data).expanduser() / "recloop" / "events.db"
+        root = Path(home).expanduser()
+    else:
+        root = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share").expanduser() / "recloop"
+    if artifact is None:
+        return root / "events.db"
+    folder = Path(artifact).expanduser().resolve()
+    digest = hashlib.sha1(str(folder).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return root / "events" / f"{folder.name or 'artifact'}-{digest}.db"
 
 
 @dataclass(frozen=True)
@@ -250,6 +263,13 @@ class EventStore(ABC):
         rows = self._query(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id > ? ORDER BY id", (int(after_id),))
         return [_row_item(r) for r in rows]
 
+    @property
+    def store_id(self) -> str:
+        """A random id given to the store when it was created: an artifact records the id
+        of the store its ``events_through`` counts in, so that a service never skips the
+        events of another store."""
+        return self.get_meta(STORE_ID) or ""
+
     def get_meta(self, key: str) -> str | None:
         """A small named value (the artifact the service should run, ...)."""
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -355,6 +375,8 @@ class SQLiteEventStore(EventStore):
             self._reader.execute("PRAGMA journal_mode=WAL")
             for statement in self.SCHEMA:
                 self._reader.execute(statement)
+            self._reader.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                                 (STORE_ID, uuid.uuid4().hex))
         self._writer = GroupCommitter(self._connect, self._write_events)
 
     def _connect(self) -> sqlite3.Connection:
@@ -458,6 +480,8 @@ class PostgresEventStore(EventStore):
             self._reader.execute("SELECT pg_advisory_xact_lock(%s)", (self.WRITE_LOCK,))
             for statement in self.SCHEMA:
                 self._reader.execute(statement)
+            self._reader.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                                 (STORE_ID, uuid.uuid4().hex))
         self._writer = GroupCommitter(self._connect, self._write_events)
 
     def _connect(self):

@@ -312,6 +312,36 @@ def test_retrain_folds_events_and_reload_swaps_without_double_counting(make_serv
     assert follower.state.path == path and set(follower.state.users) == {"late"}
 
 
+def test_events_through_of_another_store_skips_nothing(make_service, synthetic_artifact, tmp_path):
+    """An artifact retrained through event N of store A, served on store B: B's first N
+    events are replayed, not skipped (B's ids say nothing about A's)."""
+    first = make_service(synthetic_artifact, db=tmp_path / "a.db")
+    first.record_events([Event("u1", "i1", "click"), Event("u1", "i2", "click"), Event("u1", "i3", "click")])
+    path, stats = retrain(synthetic_artifact, first.store, tmp_path / "retrained", EventPolicy())
+    assert stats.events_through == 3 and load_artifact(path).extra["events_store"] == first.store.store_id
+    other = make_service(path, db=tmp_path / "b.db")
+    assert other.store.store_id != first.store.store_id
+    other.record_events([Event("fresh-user", "i4", "click"), Event("fresh-user", "i5", "click")])
+    assert other.sync().users["fresh-user"].n_events == 2
+    restarted = make_service(path, db=tmp_path / "b.db")  # a restart replays B's events from its first
+    assert restarted.state.users["fresh-user"].n_events == 2
+    same = make_service(path, db=tmp_path / "a.db")  # A's own events up to the mark are in the model
+    assert "u1" not in same.state.users
+    # And a retrain from B folds B's events in full, starting from B's first.
+    again, stats_b = retrain(path, other.store, tmp_path / "again", EventPolicy())
+    assert stats_b.events == 2 and load_artifact(again).extra["events_store"] == other.store.store_id
+
+
+def test_default_store_is_one_per_artifact_folder(tmp_path, monkeypatch):
+    from recloop.serve.store import default_db_path
+
+    monkeypatch.setenv("RECLOOP_HOME", str(tmp_path / "home"))
+    a, b = default_db_path(tmp_path / "runs" / "ease"), default_db_path(tmp_path / "other" / "ease")
+    assert a != b and a.parent == b.parent == tmp_path / "home" / "events" and a.name.startswith("ease-")
+    assert default_db_path(tmp_path / "runs" / "ease" / ".") == a  # the folder, however it is written
+    assert default_db_path() == tmp_path / "home" / "events.db"
+
+
 def test_reasons_name_the_history_item_and_shared_genres(make_service, synthetic_artifact):
     service = make_service(synthetic_artifact)
     service.record_events([Event("reader", "i46", "click")])

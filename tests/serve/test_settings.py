@@ -22,6 +22,7 @@ from recloop.serve.settings import (
     is_local_host,
     load_serve_settings,
 )
+from recloop.serve.store import default_db_path
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "configs" / "serve.toml"
@@ -102,7 +103,8 @@ def test_cli_serve_reads_the_config_through_the_typed_loader(synthetic_artifact,
     settings = ServeSettings.from_json(os.environ[ENV_VAR], environ={})
     assert settings.artifact == str(Path(synthetic_artifact).resolve())
     assert settings.retrieval.index == "exact" and settings.rerank.diversity == 0.3
-    assert settings.db == str(tmp_path / "events.db") and settings.api_key is None
+    assert settings.db == str(default_db_path(synthetic_artifact)) and settings.api_key is None
+    assert Path(settings.db).is_relative_to(tmp_path / "events")
     assert fake_uvicorn[0]["port"] == 9001 and fake_uvicorn[0]["host"] == "0.0.0.0"
     assert "without an API key" in capsys.readouterr().err
     monkeypatch.setenv(API_KEY_VAR, "from-env")  # the key never needs a command-line flag
@@ -121,3 +123,16 @@ def test_serve_help_states_the_exact_search_limit_the_code_uses(capsys):
     text = capsys.readouterr().out
     assert f"retrieval.exact_max_items = {RetrievalConfig().exact_max_items}" in text
     assert f"({RetrievalConfig().exact_max_items:,}) items" in text and "100k" not in text
+
+
+def test_retrain_refuses_a_store_that_does_not_exist_and_a_bad_reload_url(synthetic_artifact, tmp_path, capsys,
+                                                                           monkeypatch):
+    monkeypatch.setenv("RECLOOP_HOME", str(tmp_path / "home"))
+    missing = tmp_path / "typo" / "events.db"
+    assert main(["retrain", str(synthetic_artifact), "--db", str(missing), "--output", str(tmp_path / "out")]) == 2
+    assert f"no event store at {missing}" in capsys.readouterr().err
+    assert not missing.parent.exists() and not (tmp_path / "out").exists()  # nothing created, nothing written
+    assert main(["retrain", str(synthetic_artifact), "--output", str(tmp_path / "out")]) == 2  # default: not served yet
+    assert "no event store at" in capsys.readouterr().err
+    assert main(["retrain", str(synthetic_artifact), "--output", str(tmp_path / "out"), "--reload", "notaurl"]) == 2
+    assert "--reload takes the service's URL" in capsys.readouterr().err
