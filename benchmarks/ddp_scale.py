@@ -1,10 +1,11 @@
 """SASRec with 1 and 2 data-parallel processes (gloo, CPU): training throughput of one
 epoch over a fixed set of users, and sharded evaluation time.
 
-    PYTHONPATH=. python benchmarks/ddp_scale.py --data /tmp/ml100k-1e6 --users 2560 \\
+    PYTHONPATH=. python benchmarks/ddp_scale.py --data /tmp/ml100k-1e6 --users 9430 \\
         --json docs/results/ddp-scale-1e6.json
 
-For each layout (1 process x 1 thread, 1 process x 2 threads, 2 processes x 1 thread)
+For each layout of ``--layouts`` (default: 1 process x 1 thread, 1 process x 2 threads,
+2 processes x 1 thread)
 it spawns the processes, each loads the expanded dataset (every rank holds all of it),
 keeps the first ``--users`` users, splits leave-one-out, trains SASRec (sampled softmax)
 for one epoch of ``--users / --batch-size`` global steps, then evaluates the test items of
