@@ -34,6 +34,7 @@ from recloop.evaluate.evaluator import EvaluationResult, Evaluator, validation_m
 from recloop.models import Recommender, get_model_class
 from recloop.progress import show_progress
 from recloop.search import search_grid
+from recloop.train import distributed
 
 
 @dataclass
@@ -123,9 +124,12 @@ def fit(model: Recommender, data: PreparedData | Dataset, train: Interactions,
 
 
 def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, progress: bool = False) -> ModelRun:
-    """Choose hyperparameters on validation (if the spec has a grid), fit, evaluate on test."""
+    """Choose hyperparameters on validation (if the spec has a grid), fit, evaluate on test.
+    Under ``torchrun`` every rank runs this: fits train data-parallel and evaluations are
+    sharded across the ranks (the context is the one :func:`distributed.setup` set)."""
     parts = data.split
-    evaluator = Evaluator(config.evaluation, item_features=data.dataset.item_features)
+    evaluator = Evaluator(config.evaluation, item_features=data.dataset.item_features,
+                          distributed=distributed.current())
     has_valid = len(parts.valid) > 0
     search: list[dict] = []
     chosen: dict = {}

@@ -16,6 +16,16 @@ On a large population, ``sample_users`` evaluates a seeded uniform sample of the
 with a target; the result records the sample and the population sizes, and its
 per-user values give the confidence interval of each mean over the whole population.
 
+Under data-parallel training (``torchrun``), an evaluator given the job's
+:class:`~recloop.train.distributed.DistributedContext` shards the work: the batches a
+single process would rank are cut into ``world_size`` contiguous runs, each rank ranks
+its run, and the top-k lists and hits are gathered to every rank, which then computes
+the metrics. Every score block is the one a single process computes, so the per-user
+values equal the single-process ones bit for bit (shards follow batch boundaries; a run
+with fewer batches than ranks leaves some ranks idle). The sampled protocol is not
+sharded (its negatives come from one sequential random stream): every rank evaluates
+all users.
+
 The sampled protocol (rank the held-out items among ``n_negatives`` random unseen
 items) exists only to compare with papers that used it; it inflates every metric.
 """
@@ -37,6 +47,7 @@ from recloop.errors import ConfigError, closest
 from recloop.evaluate import metrics as M
 from recloop.evaluate.stats import Interval, PairedTest, mean_confidence_interval, paired_test
 from recloop.models.base import Recommender, mask_items, stable_topk
+from recloop.train import distributed as D
 from recloop.utils import make_rng
 
 BEYOND_METRICS = ("coverage", "gini", "diversity", "novelty", "popularity", "long_tail")
@@ -206,11 +217,17 @@ class Evaluator:
         Features whose ``diversity_feature`` (a categorical feature) defines intra-list
         diversity. Without it, models exposing item embeddings are used, else diversity
         is skipped.
+    distributed:
+        The data-parallel job this process belongs to: every rank calls
+        :meth:`evaluate` and ranks its share of the users (see the module docstring);
+        all ranks return the same result. ``None`` (the default): a single process.
     """
 
-    def __init__(self, config: EvaluationConfig | None = None, item_features: Features | None = None, **kwargs):
+    def __init__(self, config: EvaluationConfig | None = None, item_features: Features | None = None,
+                 distributed: D.DistributedContext | None = None, **kwargs):
         self.config = config or EvaluationConfig(**kwargs)
         self.item_features = item_features
+        self.distributed = distributed or D.DistributedContext()
 
     def evaluate(self, model: Recommender, target: Interactions, history: Interactions,
                  train: Interactions | None = None, progress: bool = False) -> EvaluationResult:
@@ -226,13 +243,40 @@ class Evaluator:
         train = history if train is None else train
         population = target.active_users()
         users = sample_users(population, cfg.sample_users, cfg.seed)
-        n_items = target.n_items
-        k_max = max(cfg.k)
         target_csr = target.to_csr()
+        step = cfg.users_per_batch(target.n_items)
+        context = self.distributed
+        if context.enabled and cfg.protocol == "full":
+            # This rank's contiguous run of the single-process batches (possibly none).
+            mine = np.array_split(np.arange(0, len(users), step), context.world_size)[context.rank]
+            first, end = (int(mine[0]), min(int(mine[-1]) + step, len(users))) if len(mine) else (0, 0)
+            hits, lists = self._rank_rows(model, users[first:end], step, target_csr, history, progress)
+            gathered = D.all_gather_objects((hits, lists), context)
+            hits = np.concatenate([part[0] for part in gathered])
+            lists = np.concatenate([part[1] for part in gathered])
+        else:
+            hits, lists = self._rank_rows(model, users, step, target_csr, history, progress)
+        n_relevant = np.diff(target_csr.indptr)[users]
+
+        per_user: dict[str, np.ndarray] = {}
+        for k in cfg.k:
+            for name in cfg.metrics:
+                per_user[f"{name}@{k}"] = M.ACCURACY_METRICS[name](hits, n_relevant, k)
+        aggregate = self._beyond_accuracy(model, lists, train, per_user)
+        result = EvaluationResult(users, per_user, aggregate, lists, np.diff(history.user_indptr)[users], cfg,
+                                  population=len(population))
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _rank_rows(self, model: Recommender, users: np.ndarray, step: int, target_csr: sp.csr_matrix,
+                   history: Interactions, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``max(k)`` lists of ``users`` (``-1`` past the catalog) and their hits,
+        ranked ``step`` users at a time."""
+        cfg, n_items = self.config, target_csr.shape[1]
+        k_max = max(cfg.k)
         hits = np.zeros((len(users), k_max), dtype=bool)
         lists = np.full((len(users), k_max), -1, dtype=np.int64)
         rng = make_rng(cfg.seed)
-        step = cfg.users_per_batch(n_items)
         batches = range(0, len(users), step)
         for start_row in tqdm(batches, desc=f"evaluate {model.name}", disable=not progress, leave=False):
             batch = users[start_row:start_row + step]
@@ -249,17 +293,7 @@ class Evaluator:
             lists[rows, : items.shape[1]] = items
             hits[rows, : items.shape[1]] = _is_relevant(items, target_csr[batch])
             del scores, values  # free this block before the next batch allocates its own
-        n_relevant = np.diff(target_csr.indptr)[users]
-
-        per_user: dict[str, np.ndarray] = {}
-        for k in cfg.k:
-            for name in cfg.metrics:
-                per_user[f"{name}@{k}"] = M.ACCURACY_METRICS[name](hits, n_relevant, k)
-        aggregate = self._beyond_accuracy(model, lists, train, per_user)
-        result = EvaluationResult(users, per_user, aggregate, lists, np.diff(history.user_indptr)[users], cfg,
-                                  population=len(population))
-        result.seconds = time.perf_counter() - start
-        return result
+        return hits, lists
 
     def _beyond_accuracy(self, model: Recommender, lists: np.ndarray, train: Interactions,
                          per_user: dict[str, np.ndarray]) -> dict[str, float]:

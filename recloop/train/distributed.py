@@ -8,13 +8,17 @@ initialises the process group (NCCL on GPU, gloo on CPU) and makes the context t
 process-wide default that every :class:`~recloop.train.Trainer` picks up. Library code
 and tests can call :func:`setup` with an explicit context instead.
 
-Only rank 0 validates, prints and writes files; the others wait for its decisions.
+Only rank 0 validates during training, prints and writes files; the others wait for its
+decisions. Evaluation after training is sharded: an
+:class:`~recloop.evaluate.Evaluator` given the context ranks this rank's share of the
+users and gathers everyone's lists with :func:`all_gather_objects`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -109,3 +113,13 @@ def any_true(flag: bool, context: DistributedContext, device: torch.device) -> b
     tensor = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def all_gather_objects(value: Any, context: DistributedContext) -> list[Any]:
+    """Every rank's ``value`` (any picklable object, e.g. numpy arrays), in rank order, on
+    every rank; ``[value]`` in a single process."""
+    if not context.enabled:
+        return [value]
+    gathered: list[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
