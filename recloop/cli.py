@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="external user id")
     who.add_argument("--items", help="comma-separated external item ids of an anonymous user, oldest first")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=_positive_int, default=10, help="items to recommend (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("serve", help="serve an artifact over HTTP: recommendations, events, new items, a web page",
@@ -175,6 +175,16 @@ def _policy(args):
 
     types = tuple(t.strip() for t in args.positive.split(",") if t.strip())
     return EventPolicy(positive_types=types, rating_threshold=args.rating_threshold)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -448,6 +458,8 @@ def cmd_recommend(args) -> int:
         items, scores = model.recommend([user_idx], args.k)
     else:
         history_ids = [x.strip() for x in args.items.split(",") if x.strip()]
+        if not history_ids:
+            raise RecloopError("--items needs at least one item id (comma-separated), e.g. --items 50,181")
         history = UserHistories.from_lists([model.items_.indices(history_ids)], model.n_items)
         items, scores = model.recommend([UNKNOWN_USER], args.k, history=history)
     titles = None

@@ -171,3 +171,14 @@ def test_data_expand_writes_shards_that_load_back(tmp_path, capsys, data_dir):
     with pytest.raises(SystemExit):  # --interactions is required
         main(["data", "expand", "ml-100k", "--output", str(tmp_path / "x")])
     assert "--interactions" in capsys.readouterr().err
+
+
+def test_recommend_rejects_a_bad_k_and_an_empty_history(tmp_path, config, capsys):
+    artifact = tmp_path / "ease"
+    assert main(["train", str(config), "--model", "ease", "--output", str(artifact), "--quiet"]) == 0
+    for k in ("0", "-3", "five"):
+        with pytest.raises(SystemExit):
+            main(["recommend", str(artifact), "--user", "u1", "-k", k])
+        assert "argument -k" in capsys.readouterr().err
+    assert main(["recommend", str(artifact), "--items", " , "]) == 2
+    assert "--items needs at least one item id" in capsys.readouterr().err

@@ -459,7 +459,9 @@ def _add_offline_docs(app: FastAPI) -> None:
         return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
                                    swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png", oauth2_redirect_url=None)
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png", oauth2_redirect_url=None,
+                                   # No badge from validator.swagger.io: the page makes no outside request.
+                                   swagger_ui_parameters={"validatorUrl": None})
 
 
 def _openapi(app: FastAPI) -> dict:

@@ -137,3 +137,4 @@ def test_docs_page_works_offline(app):
         assert answer.status_code == 200 and len(answer.content) > 100, url
     assert any(u.endswith("swagger-ui-bundle.js") for u in urls) and any(u.endswith(".css") for u in urls)
     assert "/openapi.json" in urls
+    assert '"validatorUrl": null' in page.text  # no badge fetched from validator.swagger.io
