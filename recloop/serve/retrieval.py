@@ -7,8 +7,8 @@ items, faiss above, or forced by ``RetrievalConfig.index``); any other model is 
 in full through ``model.score``. Items added while serving (cold items) are placed in
 the index when the model can turn their text into item vectors, else scored by the
 content path (:mod:`recloop.serve.coldstart`). Known, excluded and filtered-out items
-never come back. Every top-k here is :func:`recloop.models.base.stable_topk`, the one
-every model's ``recommend`` runs (ties by index).
+never come back. Every top-k here is :func:`recloop.models.base.stable_topk_row`, the one-row
+form of the ranking every model's ``recommend`` runs (ties by index).
 
 The stage answers for one catalog snapshot per query (its size ``n_items``): items
 added after the snapshot was taken are in the index already but are left out, so a
@@ -49,9 +49,7 @@ def top_items(scores: np.ndarray, n: int, blocked: np.ndarray,
     """Indices and values of the ``n`` largest finite ``scores`` outside ``blocked`` and
     inside ``allowed`` (a boolean mask as long as ``scores``), best first, ties by index.
     A model's NaN never reaches an answer."""
-    import torch
-
-    from recloop.models.base import stable_topk
+    from recloop.models.base import stable_topk_row
 
     scores = np.array(scores, dtype=np.float32)  # a copy: masked in place
     scores[np.isnan(scores)] = -np.inf
@@ -62,8 +60,8 @@ def top_items(scores: np.ndarray, n: int, blocked: np.ndarray,
     n = min(n, len(scores))
     if n <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    values, items = stable_topk(torch.from_numpy(scores)[None, :], n)  # what top_k runs, minus its padding
-    values, items = values[0].numpy(), items[0].numpy().astype(np.int64)
+    items = stable_topk_row(scores, n)
+    values = scores[items]
     keep = np.isfinite(values)
     return items[keep], values[keep]
 

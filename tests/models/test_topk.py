@@ -1,6 +1,7 @@
+import numpy as np
 import torch
 
-from recloop.models.base import stable_topk, top_k
+from recloop.models.base import stable_topk, stable_topk_row, top_k
 
 
 def test_ties_are_broken_by_item_index_whatever_k():
@@ -22,3 +23,14 @@ def test_masked_slots_become_minus_one():
     scores = torch.tensor([[0.5, -torch.inf, 0.1]])
     items, values = top_k(scores, 4)
     assert items.tolist() == [[0, 2, -1, -1]]
+
+
+def test_the_one_row_form_ranks_as_the_batched_one():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(1, 80))
+        k = int(rng.integers(1, n + 3))
+        row = (rng.integers(0, 4, n) if trial % 2 else rng.random(n)).astype(np.float32)
+        row[rng.random(n) < 0.1] = -np.inf
+        expected = stable_topk(torch.from_numpy(row)[None, :], min(k, n))[1][0].numpy()
+        np.testing.assert_array_equal(stable_topk_row(row, k), expected)
