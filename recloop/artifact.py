@@ -135,6 +135,10 @@ def _build_model(path: Path, header: dict) -> Recommender:
         raise ArtifactError(f"{file}: unknown model {name!r}; models are {sorted(MODELS)}")
     if not isinstance(config, dict):
         raise ArtifactError(f"{file}: 'config' must be an object of {name} hyperparameters")
+    if header["format_version"] == 1 and isinstance(config.get("train"), dict):
+        # Written before the refit became one experiment-level switch: a training-time
+        # choice that says nothing about the fitted model, so it is dropped on loading.
+        config = {**config, "train": {k: v for k, v in config["train"].items() if k != "refit"}}
     try:
         return MODELS[name](**config)
     except RecloopError as error:

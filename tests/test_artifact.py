@@ -155,3 +155,19 @@ def test_a_neural_artifact_with_fewer_item_ids_than_embeddings(synthetic, tmp_pa
     keep = history["item_idx"] < len(ids) - 1
     save_file({k: np.ascontiguousarray(v[keep]) for k, v in history.items()}, str(path / "history.safetensors"))
     refused(path, "state.safetensors", "do not make a sasrec model", f"{len(ids) - 1} items")
+
+
+def test_a_version_1_neural_artifact_with_the_old_refit_switch_loads(synthetic, tmp_path):
+    """Artifacts written before the refit became one experiment-level switch carry
+    ``train.refit`` in their config; they load, and score as they did."""
+    parts = leave_one_out(synthetic.interactions)
+    model = SASRec(hidden=8, layers=1, heads=1, max_len=5, train={"epochs": 1, "num_threads": 1, "progress": False})
+    fit(model, synthetic, parts.train)
+    path = model.save(tmp_path / "sasrec")
+    header = json.loads((path / "model.json").read_text())
+    for key in ("state", "n_users", "n_items"):
+        header.pop(key, None)
+    header["config"]["train"]["refit"] = True
+    (path / "model.json").write_text(json.dumps({**header, "format_version": 1}))
+    loaded = load_model(path)
+    np.testing.assert_allclose(loaded.score([0, 1]), model.score([0, 1]), rtol=1e-5)
