@@ -15,10 +15,20 @@ eigendecomposition ``G = V diag(w) V^T`` (then ``P = V diag(1 / (w + l2)) V^T``,
 matrix product per l2) was measured and rejected: the product per l2 is itself an
 ``O(items^3)`` step, and on CPU the eigendecomposition costs more than ten Cholesky fits
 (benchmarks/ease_grid.py: 12.5x one fit for a 5-value grid on 4,000 Beauty items).
+
+Memory: the weights are a dense ``items x items`` float32 matrix, and a fit holds two
+such matrices at its peak (``G``, then its Cholesky factor beside it; ``B`` is written
+into ``G``'s memory), a grid three (the shared ``G`` is kept). That is 0.8 GB at 10,000
+items and 80 GB at 100,000. Before allocating, a fit compares that need with
+``memory_budget_gb`` (default: half the memory the system reports available) and refuses
+with a :class:`ConfigError` naming the need, the budget and the alternatives. The Gram
+matrix is built in column blocks, so the sparse product never holds more than one block
+beside the dense result.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,18 +42,29 @@ from recloop.errors import ConfigError
 from recloop.models.base import Recommender
 from recloop.progress import progress_bar
 
+GRAM_BLOCK_FLOATS = 1 << 24  # ~64 MB of float32 per dense column block of the Gram matrix
+FIT_COPIES = 2  # dense items x items float32 matrices alive at a fit's peak (G and its Cholesky factor)
+GRID_COPIES = 3  # a grid keeps the shared G beside each candidate's two
+
 
 @dataclass(frozen=True)
 class EASEConfig:
     """``l2``: the ridge penalty lambda (larger for denser data: 100-1000 typical).
-    ``weighted``: use ratings instead of 0/1 in ``X``."""
+    ``weighted``: use ratings instead of 0/1 in ``X``. ``memory_budget_gb``: the most
+    memory the dense item-item matrices may take (``None``: half of the memory the
+    system reports available when the fit starts); a fit that would need more refuses
+    before allocating."""
 
     l2: float = 500.0
     weighted: bool = False
+    memory_budget_gb: float | None = None
 
     def __post_init__(self):
         if self.l2 <= 0:
             raise ConfigError(f"EASE l2 must be positive, got {self.l2}")
+        if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
+            raise ConfigError(f"EASE memory_budget_gb must be positive (or None for half the available memory), "
+                              f"got {self.memory_budget_gb}")
 
 
 class EASE(Recommender):
@@ -51,6 +72,7 @@ class EASE(Recommender):
     config_class = EASEConfig
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        check_memory(train.n_items, FIT_COPIES, self.config.memory_budget_gb)
         with progress_bar(desc=f"fit ease l2={self.config.l2:g}", total=2, unit="step") as bar:
             gram = gram_matrix(train, self.config.weighted)
             bar.update()
@@ -66,6 +88,7 @@ class EASE(Recommender):
         gram, gram_weighted = None, None
         for params in candidates:
             model = cls(**params)
+            check_memory(train.n_items, GRID_COPIES, model.config.memory_budget_gb, grid=True)
             if gram is None or gram_weighted != model.config.weighted:
                 gram = None  # at most one Gram matrix alive
                 gram, gram_weighted = gram_matrix(train, model.config.weighted), model.config.weighted
@@ -87,9 +110,57 @@ class EASE(Recommender):
 
 
 def gram_matrix(train: Interactions, weighted: bool) -> torch.Tensor:
-    """``X^T X`` as a dense float32 ``(items, items)`` tensor."""
-    x = train.to_csr(weighted=weighted)
-    return torch.from_numpy((x.T @ x).toarray().astype(np.float32))
+    """``X^T X`` as a dense float32 ``(items, items)`` tensor, built ``GRAM_BLOCK_FLOATS``
+    entries of columns at a time (the sparse product of a whole catalog can hold more
+    entries than the dense result)."""
+    x = train.to_csr(weighted=weighted).astype(np.float32, copy=False)
+    n_items = x.shape[1]
+    gram = np.empty((n_items, n_items), dtype=np.float32)
+    xt, columns = x.T.tocsr(), x.tocsc()
+    block = max(1, GRAM_BLOCK_FLOATS // max(n_items, 1))
+    for start in range(0, n_items, block):
+        stop = min(start + block, n_items)
+        gram[:, start:stop] = (xt @ columns[:, start:stop]).toarray()
+    return torch.from_numpy(gram)
+
+
+def available_memory_bytes() -> int | None:
+    """The memory the system reports available: ``MemAvailable`` of ``/proc/meminfo``
+    (Linux), else free physical pages (``os.sysconf``); ``None`` when neither is known."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(n_items: int, copies: int, budget_gb: float | None, grid: bool = False) -> None:
+    """Refuse, before allocating, a fit whose ``copies`` dense ``n_items x n_items``
+    float32 matrices exceed the budget (``budget_gb``, or half the available memory)."""
+    need = copies * n_items * n_items * 4
+    if budget_gb is None:
+        available = available_memory_bytes()
+        if available is None:
+            return
+        budget, origin = available // 2, f"half of the {available / 1e9:.1f} GB this system reports available"
+    else:
+        budget, origin = int(budget_gb * 1e9), "memory_budget_gb"
+    if need <= budget:
+        return
+    fits = int((budget / (copies * 4)) ** 0.5)
+    raise ConfigError(
+        f"EASE {'grid ' if grid else ''}on {n_items:,} items needs {need / 1e9:.1f} GB ({copies} dense "
+        f"{n_items:,} x {n_items:,} float32 matrices of {n_items * n_items * 4 / 1e9:.1f} GB each) but its memory "
+        f"budget is {budget / 1e9:.1f} GB ({origin}). Alternatives: item-kNN (model 'itemknn': sparse top-k "
+        f"neighbours, memory bounded by k per item), ALS (model 'als': items x factors), or EASE on about "
+        f"{fits:,} items at most (restrict the log to its most popular items, e.g. a k-core with a higher "
+        f"item_k); or raise memory_budget_gb if the memory is there.")
 
 
 def ease_weights(gram: torch.Tensor, l2: float, in_place: bool = False) -> np.ndarray:

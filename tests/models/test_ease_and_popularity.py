@@ -5,6 +5,7 @@ from recloop.artifact import load_model
 from recloop.data import UserHistories, leave_one_out
 from recloop.errors import ConfigError, NotFittedError
 from recloop.models import EASE, UNKNOWN_USER, MostPopular
+from recloop.models.ease import available_memory_bytes, gram_matrix
 
 
 def test_ease_matches_the_closed_form_in_float64(synthetic):
@@ -131,3 +132,36 @@ def test_fit_grid_weights_match_a_float64_direct_solve(synthetic):
         expected = -p / np.diag(p)
         np.fill_diagonal(expected, 0.0)
         np.testing.assert_allclose(model.weights_, expected, atol=2e-5, rtol=1e-3)
+
+
+def test_fit_refuses_past_its_memory_budget_and_names_the_alternatives(synthetic):
+    train = synthetic.interactions
+    need_gb = 2 * train.n_items**2 * 4 / 1e9  # the Gram matrix and its Cholesky factor
+    with pytest.raises(ConfigError) as refused:
+        EASE(l2=30.0, memory_budget_gb=need_gb / 2).fit(train)
+    message = str(refused.value)
+    assert f"on {train.n_items:,} items needs" in message and "memory budget is" in message
+    assert "'itemknn'" in message and "'als'" in message and "most popular items" in message
+    with pytest.raises(ConfigError, match="EASE grid on"):  # a grid keeps one more matrix
+        next(EASE.fit_grid([{"l2": 30.0, "memory_budget_gb": need_gb * 1.2}], train))
+    fitted = EASE(l2=30.0, memory_budget_gb=need_gb * 1.2).fit(train)  # enough for a fit
+    np.testing.assert_array_equal(fitted.weights_, EASE(l2=30.0).fit(train).weights_)
+    with pytest.raises(ConfigError, match="memory_budget_gb must be positive"):
+        EASE(memory_budget_gb=0)
+
+
+def test_default_budget_is_half_the_available_memory(synthetic, monkeypatch):
+    train = synthetic.interactions
+    monkeypatch.setattr("recloop.models.ease.available_memory_bytes", lambda: 3 * train.n_items**2 * 4)
+    with pytest.raises(ConfigError, match="half of the"):  # needs 2 matrices, budget 1.5
+        EASE(l2=30.0).fit(train)
+    monkeypatch.setattr("recloop.models.ease.available_memory_bytes", lambda: 5 * train.n_items**2 * 4)
+    EASE(l2=30.0).fit(train)
+    assert available_memory_bytes() is None or available_memory_bytes() > 0
+
+
+def test_gram_matrix_in_column_blocks_equals_the_whole_product(synthetic, monkeypatch):
+    x = synthetic.interactions.to_csr(weighted=True)
+    monkeypatch.setattr("recloop.models.ease.GRAM_BLOCK_FLOATS", 3 * x.shape[1])  # blocks of 3 columns
+    gram = gram_matrix(synthetic.interactions, weighted=True).numpy()
+    np.testing.assert_allclose(gram, (x.T @ x).toarray(), rtol=1e-6)
