@@ -17,7 +17,7 @@ at that commit, imported from a temporary file), the "before".
 
 NDCG@10 is recloop's :class:`Evaluator` (full ranking, known items masked) on the test
 part, for both models on the same users (all test users, or a seeded sample of
-``--eval-users``). recloop scores a user by its exact user step against the item
+``--eval-users``), with a paired test of the difference (recloop minus implicit). recloop scores a user by its exact user step against the item
 factors; ``implicit`` by the user factors it trained (a small adaptor, ``ImplicitFactors``).
 
 Like the ``recloop`` command, the script calls ``configure_threads()`` (``OMP_WAIT_POLICY=PASSIVE``)
@@ -172,21 +172,26 @@ def main() -> None:
     scored = {"recloop": models["recloop"], "implicit": adaptor}
     if args.baseline:
         scored["recloop before"] = models["recloop before"]
-    ndcg, eval_s, eval_users = {}, {}, 0
+    ndcg, eval_s, eval_users, results = {}, {}, 0, {}
     for name, model in scored.items():
-        result, eval_s[name], _ = timed(lambda m=model: evaluator.evaluate(m, test, train))
-        ndcg[name], eval_users = result["ndcg@10"], len(result.users)
+        results[name], eval_s[name], _ = timed(lambda m=model: evaluator.evaluate(m, test, train))
+        ndcg[name], eval_users = results[name]["ndcg@10"], len(results[name].users)
         print(f"  {name}: ndcg@10 {ndcg[name]:.4f} ({eval_users:,} users, {eval_s[name]:.1f} s)", flush=True)
+    paired = results["recloop"].compare(results["implicit"], "ndcg@10")  # A = recloop, B = implicit
+    print(f"  recloop - implicit: {paired}", flush=True)
     loads.append(load_average())
 
     out = {"data": args.data, "interactions": len(log), "users": log.n_users, "items": log.n_items,
            "train": len(train), "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
            "params": params, "cg_steps": 3, "repeats": args.repeats, "baseline": args.baseline,
            "fit_s": fit_s, "fit_cpu_s": cpu_s, "runs": runs, "ndcg@10": ndcg, "eval_users": eval_users,
-           "eval_s": eval_s, "ratio_wall": fit_s["recloop"] / fit_s["implicit"],
+           "eval_s": eval_s,
+           "ndcg_difference": {"mean": paired.difference.mean, "low": paired.difference.low,
+                               "high": paired.difference.high, "t_pvalue": paired.t_pvalue},
+           "ratio_wall": fit_s["recloop"] / fit_s["implicit"],
            "ratio_cpu": cpu_s["recloop"] / cpu_s["implicit"], "load_average": [min(loads), max(loads)],
            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    print(json.dumps({k: out[k] for k in ("fit_s", "fit_cpu_s", "ndcg@10", "ratio_wall", "ratio_cpu",
+    print(json.dumps({k: out[k] for k in ("fit_s", "fit_cpu_s", "ndcg@10", "ndcg_difference", "ratio_wall", "ratio_cpu",
                                           "load_average")}, indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
