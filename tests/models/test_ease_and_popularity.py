@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
+import torch
 
 from recloop.artifact import load_model
 from recloop.data import UserHistories, leave_one_out
 from recloop.errors import ConfigError, NotFittedError
 from recloop.models import EASE, UNKNOWN_USER, MostPopular
-from recloop.models.ease import available_memory_bytes, gram_matrix
+from recloop.models.ease import available_memory_bytes, ease_weights, gram_matrix
 
 
 def test_ease_matches_the_closed_form_in_float64(synthetic):
@@ -165,3 +166,36 @@ def test_gram_matrix_in_column_blocks_equals_the_whole_product(synthetic, monkey
     monkeypatch.setattr("recloop.models.ease.GRAM_BLOCK_FLOATS", 3 * x.shape[1])  # blocks of 3 columns
     gram = gram_matrix(synthetic.interactions, weighted=True).numpy()
     np.testing.assert_allclose(gram, (x.T @ x).toarray(), rtol=1e-6)
+
+
+def test_max_items_fits_the_most_popular_and_ranks_the_rest_by_popularity(synthetic, tmp_path):
+    train = synthetic.interactions
+    x = train.to_csr()
+    users_per_item = np.diff(x.tocsc().indptr)
+    model = EASE(l2=30.0, max_items=10).fit(train)
+    kept = np.sort(np.lexsort((np.arange(train.n_items), -users_per_item))[:10])
+    np.testing.assert_array_equal(model.kept_items_, kept)
+    assert model.weights_.shape == (10, 10)
+    # the kept items' scores are those of EASE on those columns alone
+    expected = ease_weights(torch.from_numpy((x[:, kept].T @ x[:, kept]).toarray().astype(np.float32)), 30.0)
+    users = np.arange(20)
+    scores = model.score(users)
+    np.testing.assert_allclose(scores[:, kept], np.asarray(x[users][:, kept] @ expected), rtol=1e-5, atol=1e-6)
+    # every other item ranks below every kept item, in popularity order
+    rest = np.setdiff1d(np.arange(train.n_items), kept)
+    assert (scores[:, rest].max(axis=1) < scores[:, kept].min(axis=1)).all()
+    by_popularity = rest[np.argsort(-users_per_item[rest], kind="stable")]
+    assert (np.diff(scores[0, by_popularity]) <= 0).all()
+    # a budget too small for every item is enough for the kept ones, and the refusal says so
+    budget_gb = 2 * 10**2 * 4 / 1e9 * 1.5
+    with pytest.raises(ConfigError, match=r"max_items=\d+ fits"):
+        EASE(l2=30.0, memory_budget_gb=budget_gb).fit(train)
+    EASE(l2=30.0, max_items=10, memory_budget_gb=budget_gb).fit(train)
+    # a grid gives what fit gives, and the artifact keeps the fallback
+    (grid,) = EASE.fit_grid([{"l2": 30.0, "max_items": 10}], train)
+    np.testing.assert_array_equal(grid.score(users), scores)
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(load_model(tmp_path / "m").score(users), scores)
+    assert EASE(l2=30.0, max_items=train.n_items).fit(train).kept_items_ is None  # nothing to restrict
+    with pytest.raises(ConfigError, match="max_items must be a positive integer"):
+        EASE(max_items=0)
