@@ -30,7 +30,6 @@ Departures: the confidence is ``1 + alpha * r`` as in the paper (``implicit`` us
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,8 +85,9 @@ class ALS(Recommender):
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         cfg = self.config
-        by_user = self._weights(train.to_csr(weighted=cfg.weighted))  # (users, items), c - 1
-        by_item = by_user.T.tocsr()
+        x = self._weights(train.to_csr(weighted=cfg.weighted))  # (users, items), c - 1
+        by_user, by_item = RowWeights(x, torch.float32), RowWeights(x.T.tocsr(), torch.float32)
+        del x
         generator = torch.Generator().manual_seed(cfg.seed)
         users = torch.rand((train.n_users, cfg.factors), generator=generator) * 0.01
         items = torch.rand((train.n_items, cfg.factors), generator=generator) * 0.01
@@ -129,33 +129,69 @@ class ALS(Recommender):
         self.item_factors_ = state["item_factors"]
 
 
-def conjugate_gradient(weights: sp.csr_matrix, other: torch.Tensor, x: torch.Tensor, regularization: float,
-                       steps: int) -> torch.Tensor:
+class RowWeights:
+    """A CSR matrix of confidences minus one (``c - 1`` on observed pairs), held as
+    torch tensors once per fit: int32 index arrays (int64 past 2^31 entries), the values
+    ``w`` and the confidences ``w + 1`` in ``dtype``. Each sweep's products reuse them."""
+
+    def __init__(self, matrix: sp.csr_matrix, dtype: torch.dtype):
+        index = np.int32 if max(matrix.nnz, *matrix.shape) < np.iinfo(np.int32).max else np.int64
+        self.shape = matrix.shape
+        self.crow = torch.from_numpy(matrix.indptr.astype(index, copy=False))
+        self.col = torch.from_numpy(matrix.indices.astype(index, copy=False))
+        self.values = torch.from_numpy(matrix.data).to(dtype)
+        self.confidence = self.values + 1
+        self.pattern = self.with_values(self.values)
+
+    def with_values(self, values: torch.Tensor) -> torch.Tensor:
+        """A torch CSR tensor with this sparsity and ``values`` (``(nnz,)``)."""
+        with warnings.catch_warnings():  # torch flags sparse CSR as beta on first use
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow, self.col, values, size=self.shape, check_invariants=False)
+
+
+def conjugate_gradient(weights: sp.csr_matrix | RowWeights, other: torch.Tensor, x: torch.Tensor,
+                       regularization: float, steps: int) -> torch.Tensor:
     """``steps`` CG iterations from ``x`` on every row's least-squares system at once.
 
     Row ``u`` solves ``(O^T O + regularization I + O^T W_u O) x_u = O^T (1 + w_u)``, where
     ``O`` is ``other`` (``(m, f)``) and ``w_u`` row ``u`` of ``weights`` (``(n, m)``, the
-    confidences minus one, stored on observed pairs only). Returns the new ``(n, f)``.
+    confidences minus one, stored on observed pairs only). Returns the new ``(n, f)``;
+    ``x`` is left as it was.
+
+    Each product ``A p`` is one sampled dense-dense product (``p_u . o_i`` on the observed
+    pairs), one sparse-dense product and one ``(n, f) x (f, f)`` product fused into it
+    (``addmm_``); the starting residual ``b - A x`` takes one sparse product, not two,
+    since ``b`` and ``A x`` share the sparse part: ``sum_i (c_ui - w_ui x_u . o_i) o_i``.
+    ``O^T O`` is computed once per call (once per half-sweep).
     """
-    gram = other.T @ other + regularization * torch.eye(other.shape[1], dtype=other.dtype)  # (f, f)
-    csr = _torch_csr(weights, other.dtype)
-    w = torch.from_numpy(weights.data).to(other.dtype)  # (nnz,)
+    if not isinstance(weights, RowWeights):
+        weights = RowWeights(weights, other.dtype)
+    gram = other.T @ other
+    gram.diagonal().add_(regularization)  # (f, f)
+    other_t = other.T
+
+    def observed_dots(p: torch.Tensor) -> torch.Tensor:  # p_u . o_i on every observed (u, i): (nnz,)
+        return torch.sparse.sampled_addmm(weights.pattern, p, other_t, beta=0.0).values()
 
     def apply(p: torch.Tensor) -> torch.Tensor:  # A p for every row: (n, f)
-        dots = torch.sparse.sampled_addmm(csr(w), p, other.T, beta=0.0).values()  # p_u . o_i on observed (u, i)
-        return p @ gram + csr(dots * w) @ other
+        return (weights.with_values(observed_dots(p).mul_(weights.values)) @ other).addmm_(p, gram)
 
-    residual = csr(w + 1) @ other - apply(x)  # b - A x, with b_u = sum_i c_ui o_i
+    sparse_part = weights.confidence - observed_dots(x).mul_(weights.values)
+    residual = (weights.with_values(sparse_part) @ other).addmm_(x, gram, alpha=-1.0)  # b - A x
+    del sparse_part
+    x = x.clone()
     direction = residual.clone()
     norm = (residual * residual).sum(1, keepdim=True)  # (n, 1)
     tiny = torch.finfo(other.dtype).tiny
     for _ in range(steps):
         applied = apply(direction)
         step = norm / (direction * applied).sum(1, keepdim=True).clamp_min(tiny)  # 0 where converged
-        x = x + step * direction
-        residual = residual - step * applied
+        x.addcmul_(step, direction)
+        residual.addcmul_(step, applied, value=-1.0)
+        del applied
         new_norm = (residual * residual).sum(1, keepdim=True)
-        direction = residual + (new_norm / norm.clamp_min(tiny)) * direction
+        direction.mul_(new_norm / norm.clamp_min(tiny)).add_(residual)
         norm = new_norm
     return x
 
@@ -201,16 +237,3 @@ def _padded(matrix: sp.csr_matrix, width: int) -> tuple[np.ndarray, np.ndarray, 
     observed = np.zeros((matrix.shape[0], width), dtype=bool)
     index[row, position], value[row, position], observed[row, position] = matrix.indices, matrix.data, True
     return index, value, observed
-
-
-def _torch_csr(matrix: sp.csr_matrix, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function giving torch CSR tensors with ``matrix``'s sparsity and new values."""
-    crow = torch.from_numpy(matrix.indptr.astype(np.int64))
-    col = torch.from_numpy(matrix.indices.astype(np.int64))
-
-    def with_values(values: torch.Tensor) -> torch.Tensor:
-        with warnings.catch_warnings():  # torch flags sparse CSR as beta on first use
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(crow, col, values.to(dtype), size=matrix.shape, check_invariants=False)
-
-    return with_values

@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
+import torch
 
 from recloop.artifact import load_model
 from recloop.data import UserHistories, leave_one_out
 from recloop.errors import ConfigError, NotFittedError
 from recloop.models import EASE, UNKNOWN_USER, MostPopular
+from recloop.models.ease import available_memory_bytes, ease_weights, gram_matrix
 
 
 def test_ease_matches_the_closed_form_in_float64(synthetic):
@@ -131,3 +133,69 @@ def test_fit_grid_weights_match_a_float64_direct_solve(synthetic):
         expected = -p / np.diag(p)
         np.fill_diagonal(expected, 0.0)
         np.testing.assert_allclose(model.weights_, expected, atol=2e-5, rtol=1e-3)
+
+
+def test_fit_refuses_past_its_memory_budget_and_names_the_alternatives(synthetic):
+    train = synthetic.interactions
+    need_gb = 2 * train.n_items**2 * 4 / 1e9  # the Gram matrix and its Cholesky factor
+    with pytest.raises(ConfigError) as refused:
+        EASE(l2=30.0, memory_budget_gb=need_gb / 2).fit(train)
+    message = str(refused.value)
+    assert f"on {train.n_items:,} items needs" in message and "memory budget is" in message
+    assert "'itemknn'" in message and "'als'" in message and "most popular items" in message
+    with pytest.raises(ConfigError, match="EASE grid on"):  # a grid keeps one more matrix
+        next(EASE.fit_grid([{"l2": 30.0, "memory_budget_gb": need_gb * 1.2}], train))
+    fitted = EASE(l2=30.0, memory_budget_gb=need_gb * 1.2).fit(train)  # enough for a fit
+    np.testing.assert_array_equal(fitted.weights_, EASE(l2=30.0).fit(train).weights_)
+    with pytest.raises(ConfigError, match="memory_budget_gb must be positive"):
+        EASE(memory_budget_gb=0)
+
+
+def test_default_budget_is_half_the_available_memory(synthetic, monkeypatch):
+    train = synthetic.interactions
+    monkeypatch.setattr("recloop.models.ease.available_memory_bytes", lambda: 3 * train.n_items**2 * 4)
+    with pytest.raises(ConfigError, match="half of the"):  # needs 2 matrices, budget 1.5
+        EASE(l2=30.0).fit(train)
+    monkeypatch.setattr("recloop.models.ease.available_memory_bytes", lambda: 5 * train.n_items**2 * 4)
+    EASE(l2=30.0).fit(train)
+    assert available_memory_bytes() is None or available_memory_bytes() > 0
+
+
+def test_gram_matrix_in_column_blocks_equals_the_whole_product(synthetic, monkeypatch):
+    x = synthetic.interactions.to_csr(weighted=True)
+    monkeypatch.setattr("recloop.models.ease.GRAM_BLOCK_FLOATS", 3 * x.shape[1])  # blocks of 3 columns
+    gram = gram_matrix(synthetic.interactions, weighted=True).numpy()
+    np.testing.assert_allclose(gram, (x.T @ x).toarray(), rtol=1e-6)
+
+
+def test_max_items_fits_the_most_popular_and_ranks_the_rest_by_popularity(synthetic, tmp_path):
+    train = synthetic.interactions
+    x = train.to_csr()
+    users_per_item = np.diff(x.tocsc().indptr)
+    model = EASE(l2=30.0, max_items=10).fit(train)
+    kept = np.sort(np.lexsort((np.arange(train.n_items), -users_per_item))[:10])
+    np.testing.assert_array_equal(model.kept_items_, kept)
+    assert model.weights_.shape == (10, 10)
+    # the kept items' scores are those of EASE on those columns alone
+    expected = ease_weights(torch.from_numpy((x[:, kept].T @ x[:, kept]).toarray().astype(np.float32)), 30.0)
+    users = np.arange(20)
+    scores = model.score(users)
+    np.testing.assert_allclose(scores[:, kept], np.asarray(x[users][:, kept] @ expected), rtol=1e-5, atol=1e-6)
+    # every other item ranks below every kept item, in popularity order
+    rest = np.setdiff1d(np.arange(train.n_items), kept)
+    assert (scores[:, rest].max(axis=1) < scores[:, kept].min(axis=1)).all()
+    by_popularity = rest[np.argsort(-users_per_item[rest], kind="stable")]
+    assert (np.diff(scores[0, by_popularity]) <= 0).all()
+    # a budget too small for every item is enough for the kept ones, and the refusal says so
+    budget_gb = 2 * 10**2 * 4 / 1e9 * 1.5
+    with pytest.raises(ConfigError, match=r"max_items=\d+ fits"):
+        EASE(l2=30.0, memory_budget_gb=budget_gb).fit(train)
+    EASE(l2=30.0, max_items=10, memory_budget_gb=budget_gb).fit(train)
+    # a grid gives what fit gives, and the artifact keeps the fallback
+    (grid,) = EASE.fit_grid([{"l2": 30.0, "max_items": 10}], train)
+    np.testing.assert_array_equal(grid.score(users), scores)
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(load_model(tmp_path / "m").score(users), scores)
+    assert EASE(l2=30.0, max_items=train.n_items).fit(train).kept_items_ is None  # nothing to restrict
+    with pytest.raises(ConfigError, match="max_items must be a positive integer"):
+        EASE(max_items=0)

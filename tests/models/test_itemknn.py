@@ -107,3 +107,15 @@ def test_save_load_round_trip(tmp_path, fit_log):
 def test_bad_hyperparameters(bad):
     with pytest.raises(ConfigError):
         ItemKNN(**bad)
+
+
+def test_blocks_do_not_change_the_neighbours_on_ml100k(ml100k):
+    x = ml100k.interactions.to_csr()
+    n_items = x.shape[1]
+    whole = cosine_knn(x, k=50, shrink=5.0, block_floats=n_items * n_items)  # one block: every row at once
+    blocked = cosine_knn(x, k=50, shrink=5.0, block_floats=37 * n_items)  # 37 rows per block, 46 blocks
+    assert (whole != blocked).nnz == 0 and whole.nnz == blocked.nnz
+    np.testing.assert_array_equal(np.diff(blocked.indptr), np.diff(whole.indptr))
+    assert np.diff(whole.indptr).max() == 50
+    fitted = ItemKNN(k=50, shrink=5.0).fit(ml100k.interactions)  # the default budget: blocks of BLOCK_FLOATS
+    assert (fitted.neighbours_ != whole).nnz == 0
