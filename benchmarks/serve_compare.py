@@ -13,15 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -29,48 +23,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import run as offer
 from loadgen import run_sync
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(root: Path, artifact: Path, db: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
-    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen([sys.executable, "-m", "recloop", "serve", str(artifact), "--port", str(port),
-                                    "--db", str(db), "--workers", "1"],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server of {root} exited ({process.returncode}); see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"server of {root} did not come up")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(30)
+from serve_load import free_port, start, stop
 
 
 def measure(root: Path, artifact: Path, users: list[str], rate: float, seconds: float, k: int,
             folder: Path) -> dict:
     port = free_port()
     db = Path(tempfile.mkdtemp(dir=folder)) / "events.db"
-    server = start(root, artifact, db, port, folder / "server.log")
+    server = start(artifact, db, port, 1, folder / "server.log", root=root)
     try:
         rng = np.random.default_rng(0)
         encoded = [json.dumps({"user_id": str(u), "k": k}).encode() for u in rng.choice(users, size=2000)]

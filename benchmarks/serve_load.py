@@ -47,9 +47,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def env() -> dict:
+def env(root: Path = ROOT) -> dict:
+    """This process's environment with ``root``'s recloop first on the path."""
     out = dict(os.environ)
-    out["PYTHONPATH"] = str(ROOT) + (os.pathsep + out["PYTHONPATH"] if out.get("PYTHONPATH") else "")
+    out["PYTHONPATH"] = str(root) + (os.pathsep + out["PYTHONPATH"] if out.get("PYTHONPATH") else "")
     out.setdefault("HF_HUB_OFFLINE", "1")
     return out
 
@@ -64,11 +65,15 @@ def ensure_artifact(config: dict) -> Path:
     return artifact
 
 
-def start(artifact: Path, db: Path, port: int, workers: int, log: Path, extra=()) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "recloop", "serve", str(artifact), "--port", str(port),
-                                "--db", str(db), "--workers", str(workers), "--log-level", "warning", *extra],
-                               stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+def start(artifact: Path, db: Path, port: int, workers: int, log: Path, extra=(), root: Path = ROOT) -> subprocess.Popen:
+    """``recloop serve`` of checkout ``root`` on ``port``, once ``/health`` answers."""
     import urllib.request
+
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen([sys.executable, "-m", "recloop", "serve", str(artifact), "--port", str(port),
+                                    "--db", str(db), "--workers", str(workers), "--log-level", "warning", *extra],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env(root), cwd=root,
+                                   start_new_session=True)
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

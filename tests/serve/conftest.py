@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from serve_helpers import free_port, hashing_embedder, missing
+from serve_helpers import fast_service, free_port, hashing_embedder, missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,3 +122,16 @@ def make_service(tmp_path):
     yield make
     for service in services:
         service.close()
+
+
+@pytest.fixture
+def client(synthetic_artifact, tmp_path):
+    """A TestClient of the app serving the synthetic artifact (a test file may define its own)."""
+    from fastapi.testclient import TestClient
+
+    from recloop.serve.app import create_app
+    from recloop.serve.settings import ServeSettings
+
+    settings = ServeSettings(artifact=str(synthetic_artifact), db=str(tmp_path / "events.db"))
+    with TestClient(create_app(settings, service_factory=fast_service)) as client:
+        yield client

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def fast_service(settings):
+    """A RecommendationService that embeds new items' text with :func:`hashing_embedder`
+    (no language model to load)."""
+    from recloop.serve.service import RecommendationService
+
+    return RecommendationService(settings, embedder_factory=lambda: hashing_embedder)
+
+
 def hashing_embedder(texts, dim: int = 64):
     """A fast, deterministic stand-in for the language model: bag of hashed words.
     Texts sharing words get similar vectors, which is all the cold-start logic needs."""

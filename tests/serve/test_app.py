@@ -6,16 +6,11 @@ import threading
 
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import hashing_embedder
+from serve_helpers import fast_service
 
 from recloop.serve.app import create_app, get_settings
 from recloop.serve.retrain import retrain
-from recloop.serve.service import RecommendationService
 from recloop.serve.settings import Limits, ServeSettings
-
-
-def fast_service(settings: ServeSettings) -> RecommendationService:
-    return RecommendationService(settings, embedder_factory=lambda: hashing_embedder)
 
 
 @pytest.fixture

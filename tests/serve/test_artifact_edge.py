@@ -8,27 +8,11 @@ import shutil
 import sqlite3
 
 import pytest
-from fastapi.testclient import TestClient
-from serve_helpers import hashing_embedder
 
 from recloop.artifact import load_artifact
-from recloop.serve.app import create_app
 from recloop.serve.events import Event
 from recloop.serve.retrain import retrain
-from recloop.serve.service import RecommendationService
-from recloop.serve.settings import ServeSettings
 from recloop.serve.store import open_store
-
-
-def fast_service(settings: ServeSettings) -> RecommendationService:
-    return RecommendationService(settings, embedder_factory=lambda: hashing_embedder)
-
-
-@pytest.fixture
-def client(synthetic_artifact, tmp_path):
-    settings = ServeSettings(artifact=str(synthetic_artifact), db=str(tmp_path / "events.db"))
-    with TestClient(create_app(settings, service_factory=fast_service)) as client:
-        yield client
 
 
 def _truncate(path):

@@ -12,22 +12,10 @@ import threading
 
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import hashing_embedder
+from serve_helpers import fast_service
 
 from recloop.serve.app import create_app
-from recloop.serve.service import RecommendationService
 from recloop.serve.settings import ServeSettings
-
-
-def fast_service(settings: ServeSettings) -> RecommendationService:
-    return RecommendationService(settings, embedder_factory=lambda: hashing_embedder)
-
-
-@pytest.fixture
-def client(synthetic_artifact, tmp_path):
-    settings = ServeSettings(artifact=str(synthetic_artifact), db=str(tmp_path / "events.db"))
-    with TestClient(create_app(settings, service_factory=fast_service)) as client:
-        yield client
 
 
 def raw(client: TestClient, path: str, text: str):

@@ -8,10 +8,9 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import hashing_embedder
+from serve_helpers import fast_service
 
 from recloop.serve.app import create_app
-from recloop.serve.service import RecommendationService
 from recloop.serve.settings import ServeSettings
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -24,10 +23,6 @@ from schemathesis.checks import (
 )
 
 EXAMPLES_PER_OPERATION = 20  # per operation and mode: the whole module runs in about 15-30 s
-
-
-def fast_service(settings: ServeSettings) -> RecommendationService:
-    return RecommendationService(settings, embedder_factory=lambda: hashing_embedder)
 
 
 @pytest.fixture(scope="module")
