@@ -184,7 +184,7 @@ def plot(paths: list[str], output: str | Path = PLOT) -> Path:
     for key, label in (("load_s", "load"), ("als_fit_s", "recloop ALS fit"),
                        ("implicit_fit_s", "implicit ALS fit")):
         cost = np.array([r[key] for r in runs]) / (n / 1e6)
-        ax.plot(n, cost, "o-", label=label, linestyle="--" if key.startswith("implicit") else "-")
+        ax.plot(n, cost, marker="o", label=label, linestyle="--" if key.startswith("implicit") else "-")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("interactions N")
