@@ -182,28 +182,33 @@ class TwoTowerNetwork(nn.Module):
 @dataclass(frozen=True, eq=False)
 class TowerData:
     """Examples = observed (user, item) pairs; each batch draws the user tower's input,
-    up to ``max_history`` of the user's other items, padded with ``n_items``."""
+    up to ``max_history`` of the user's other items, padded with ``n_items``.
 
-    user_idx: np.ndarray
-    item_idx: np.ndarray
-    indptr: np.ndarray  # the users' items (CSR over users) the histories are drawn from
-    items: np.ndarray
+    Kept as the log's CSR over users and nothing else: example ``e`` is the pair at
+    position ``e`` of ``items`` (int32), its user found from ``indptr`` when a batch is
+    gathered, so the examples cost 4 bytes each and an epoch copies none of them (it
+    permutes example indices).
+    """
+
+    indptr: np.ndarray  # (n_users + 1,) int64: user u's items are items[indptr[u]:indptr[u + 1]]
+    items: np.ndarray  # (n_pairs,) int32 item_idx, sorted by user
     n_items: int
     max_history: int
     rng: np.random.Generator
 
     @classmethod
     def from_log(cls, log: Interactions, max_history: int, seed: int) -> TowerData:
-        matrix = log.to_csr().tocoo()
         csr = log.to_csr()
-        return cls(matrix.row.astype(np.int64), matrix.col.astype(np.int64), csr.indptr.astype(np.int64),
-                   csr.indices.astype(np.int64), log.n_items, max_history, np.random.default_rng([seed, 1]))
+        return cls(csr.indptr.astype(np.int64), csr.indices.astype(np.int32, copy=False), log.n_items, max_history,
+                   np.random.default_rng([seed, 1]))
 
     def __len__(self) -> int:
-        return len(self.user_idx)
+        return len(self.items)
 
     def batch(self, index: np.ndarray) -> dict[str, torch.Tensor]:
-        users, targets = self.user_idx[index], self.item_idx[index]
+        index = np.asarray(index, dtype=np.int64)
+        users = np.searchsorted(self.indptr, index, side="right") - 1
+        targets = self.items[index].astype(np.int64)
         history = np.full((len(index), self.max_history), self.n_items, dtype=np.int64)
         for row, (user, target) in enumerate(zip(users, targets)):
             own = self.items[self.indptr[user]:self.indptr[user + 1]]
