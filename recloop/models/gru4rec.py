@@ -40,7 +40,7 @@ class GRU4RecConfig:
         Items of history the model reads (the most recent ones).
     dropout:
         Dropout on the input embeddings and the GRU output.
-    loss, n_negatives, negatives, text_init, text_model, train:
+    loss, n_negatives, negatives, text_init, text_model, train_data_dir, train:
         As :class:`~recloop.models.sasrec.SASRecConfig`.
     """
 
@@ -54,6 +54,7 @@ class GRU4RecConfig:
     negatives: str = "uniform"
     text_init: bool = False
     text_model: str = ""
+    train_data_dir: str = ""
     train: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=100, patience=5, lr=1e-3,
                                                                        batch_size=128))
 

@@ -163,7 +163,8 @@ class SequenceRecommender(NeuralRecommender):
     :class:`ItemTable` (input embeddings and the tied ``(n_items, d)`` output table).
 
     The config must have ``max_len``, ``loss``, ``n_negatives``, ``negatives``,
-    ``text_init`` and ``train`` fields.
+    ``text_init`` and ``train`` fields, and may have ``train_data_dir`` (memory-mapped
+    training examples, see :class:`SequenceBatches`).
     """
 
     def prepare(self, train: Interactions) -> None:
@@ -205,7 +206,12 @@ class SequenceRecommender(NeuralRecommender):
 
     # --- training ---------------------------------------------------------------------------------
     def training_data(self, train: Interactions) -> SequenceBatches:
-        return SequenceBatches.from_log(train, self.config.max_len)
+        data = SequenceBatches.from_log(train, self.config.max_len)
+        directory = getattr(self.config, "train_data_dir", "")
+        if not directory:
+            return data
+        data.save(directory)
+        return SequenceBatches.open(directory)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch

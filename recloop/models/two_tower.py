@@ -36,6 +36,7 @@ learned vectors (``projection = "ridge"``, see :class:`~recloop.text.RidgeProjec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,6 +71,8 @@ class TwoTowerConfig:
     ``text_model``/``text_fields``/``text_cache_dir``: the frozen text encoder.
     ``projection``: how :meth:`TwoTower.text_to_item_vectors` maps text to item space.
     ``ridge_l2``: the ridge penalty of that projection.
+    ``train_data_dir``: a folder to write the training examples to once per fit (``.npy``,
+    overwritten) and read them back memory-mapped; empty keeps them in memory.
     """
 
     dim: int = 64
@@ -88,6 +91,7 @@ class TwoTowerConfig:
     text_cache_dir: str | None = None
     projection: str = "tower"
     ridge_l2: float = 10.0
+    train_data_dir: str = ""
     train: TrainerConfig = TrainerConfig(epochs=50, batch_size=512, lr=1e-3, patience=5)
 
     def __post_init__(self):
@@ -202,6 +206,19 @@ class TowerData:
         return cls(csr.indptr.astype(np.int64), csr.indices.astype(np.int32, copy=False), log.n_items, max_history,
                    np.random.default_rng([seed, 1]))
 
+    @classmethod
+    def open(cls, directory: str | Path, n_items: int, max_history: int, seed: int) -> TowerData:
+        """The arrays ``save`` wrote to ``directory``, memory-mapped read-only."""
+        directory = Path(directory)
+        return cls(np.load(directory / "indptr.npy", mmap_mode="r"), np.load(directory / "items.npy", mmap_mode="r"),
+                   n_items, max_history, np.random.default_rng([seed, 1]))
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / "indptr.npy", self.indptr)
+        np.save(directory / "items.npy", self.items)
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -264,7 +281,12 @@ class TwoTower(NeuralRecommender):
                                self.item_known_, self.log_q_)
 
     def training_data(self, train: Interactions) -> TowerData:
-        return TowerData.from_log(train, self.config.max_history, self.config.train.seed)
+        cfg = self.config
+        data = TowerData.from_log(train, cfg.max_history, cfg.train.seed)
+        if not cfg.train_data_dir:
+            return data
+        data.save(cfg.train_data_dir)
+        return TowerData.open(cfg.train_data_dir, self.n_items, cfg.max_history, cfg.train.seed)
 
     def loss(self, batch) -> torch.Tensor:
         net, cfg = self.network_, self.config
