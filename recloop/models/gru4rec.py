@@ -76,7 +76,7 @@ class GRU4RecNetwork(nn.Module):
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` (b, w), left-padded -> the state after each position (b, w, d)."""
-        b, w = tokens.shape
+        _, w = tokens.shape
         lengths = (tokens != PAD).sum(dim=1).clamp(min=1)  # (b,) every row holds BOS or items
         # Left-align rows so the GRU starts from its initial state at the first real token
         # whatever the padding (batch scores then equal single-user scores).

@@ -149,7 +149,7 @@ class SASRecNetwork(nn.Module):
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` (b, w), left-padded -> the state after each position (b, w, d)."""
-        b, w = tokens.shape
+        _, w = tokens.shape
         position = torch.arange(self.max_len - w, self.max_len, device=tokens.device)  # last slot = newest item
         x = self.dropout(self.items(tokens) + self.positions(position))  # (b, w, d)
         # Causal attention over non-padding keys; each position also sees itself, so that

@@ -35,7 +35,7 @@ learned vectors (``projection = "ridge"``, see :class:`~recloop.text.RidgeProjec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,7 @@ class TwoTowerConfig:
     projection: str = "tower"
     ridge_l2: float = 10.0
     train_data_dir: str = ""
-    train: TrainerConfig = TrainerConfig(epochs=50, batch_size=512, lr=1e-3, patience=5)
+    train: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=50, batch_size=512, lr=1e-3, patience=5))
 
     def __post_init__(self):
         if self.dim < 1 or (self.hidden and min(self.hidden) < 1):
