@@ -40,7 +40,7 @@ class GRU4RecConfig:
         Items of history the model reads (the most recent ones).
     dropout:
         Dropout on the input embeddings and the GRU output.
-    loss, n_negatives, negatives, text_init, text_model, train:
+    loss, n_negatives, negatives, text_init, text_model, train_data_dir, train:
         As :class:`~recloop.models.sasrec.SASRecConfig`.
     """
 
@@ -54,6 +54,7 @@ class GRU4RecConfig:
     negatives: str = "uniform"
     text_init: bool = False
     text_model: str = ""
+    train_data_dir: str = ""
     train: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=100, patience=5, lr=1e-3,
                                                                        batch_size=128))
 
@@ -75,7 +76,7 @@ class GRU4RecNetwork(nn.Module):
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` (b, w), left-padded -> the state after each position (b, w, d)."""
-        b, w = tokens.shape
+        _, w = tokens.shape
         lengths = (tokens != PAD).sum(dim=1).clamp(min=1)  # (b,) every row holds BOS or items
         # Left-align rows so the GRU starts from its initial state at the first real token
         # whatever the padding (batch scores then equal single-user scores).

@@ -59,6 +59,10 @@ class SASRecConfig:
         Item vectors are id embeddings plus a learned projection of the items' text
         embeddings, encoded by ``text_model`` (a sentence-transformers model; empty means
         recloop.text's default, all-MiniLM-L6-v2). Needs item text.
+    train_data_dir:
+        A folder to write the training examples to once per fit (``.npy``, overwritten)
+        and read them back memory-mapped, so they need not stay in RAM; empty (the
+        default) keeps them in memory.
     train:
         The :class:`~recloop.train.TrainerConfig` (``[model.train]`` in TOML).
     """
@@ -75,6 +79,7 @@ class SASRecConfig:
     negatives: str = "uniform"
     text_init: bool = False
     text_model: str = ""
+    train_data_dir: str = ""
     train: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=200, patience=10, lr=1e-3,
                                                                        batch_size=128))
 
@@ -144,7 +149,7 @@ class SASRecNetwork(nn.Module):
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` (b, w), left-padded -> the state after each position (b, w, d)."""
-        b, w = tokens.shape
+        _, w = tokens.shape
         position = torch.arange(self.max_len - w, self.max_len, device=tokens.device)  # last slot = newest item
         x = self.dropout(self.items(tokens) + self.positions(position))  # (b, w, d)
         # Causal attention over non-padding keys; each position also sees itself, so that

@@ -33,6 +33,7 @@ same projection maps text of items never seen in training into the item space
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,11 +85,21 @@ def trim(tokens: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SequenceBatches:
-    """Whole-sequence training examples: one row per user with training items."""
+    """Whole-sequence training examples, one per user with training items, kept compact.
 
-    inputs: np.ndarray  # (n, max_len) tokens
-    targets: np.ndarray  # (n, max_len) item_idx of the next item, IGNORE at padding
-    lengths: np.ndarray  # (n,) non-padding positions, for length bucketing
+    Each example is its user's *window*: the last ``max_len + 1`` tokens of
+    ``[BOS, s1 + 1, ..., sn + 1]``, all windows end to end in one flat int32 array
+    (``tokens``, with ``offsets`` into it, CSR-like). The inputs are a window without its
+    last token and the targets (as ``item_idx``) the window without its first, so one
+    array holds both and there is no padding: ``sum(min(n, max_len) + 1)`` int32 tokens
+    instead of two dense ``(users, max_len)`` int64 matrices. Built once per fit; an
+    epoch only permutes example indices, and ``batch`` gathers its rows, left-padded to
+    the batch's longest row. ``save``/``open`` keep the two arrays in ``.npy`` files read
+    back memory-mapped, so the arrays need not live in RAM at all.
+    """
+
+    tokens: np.ndarray  # (total,) int32: every example's window, end to end
+    offsets: np.ndarray  # (n + 1,) int64: example r's window is tokens[offsets[r]:offsets[r + 1]]
 
     @classmethod
     def from_log(cls, train: Interactions, max_len: int) -> SequenceBatches:
@@ -96,17 +107,54 @@ class SequenceBatches:
         users = np.flatnonzero(np.diff(indptr) > 0)
         starts, ends = indptr[users], indptr[users + 1]
         bos = train.n_items + 1
-        inputs = last_tokens(train.item_idx, starts, ends - 1, max_len, bos)
-        targets = last_tokens(train.item_idx, starts, ends, max_len, None) - 1
-        targets[targets < 0] = IGNORE
-        return cls(inputs, targets, (inputs != PAD).sum(axis=1))
+        taken = np.minimum(ends - starts + 1, max_len + 1)  # window length: BOS included while it fits
+        offsets = np.zeros(len(users) + 1, dtype=np.int64)
+        np.cumsum(taken, out=offsets[1:])
+        total = int(offsets[-1])
+        position = np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], taken)  # inside the window
+        source = np.repeat(ends - taken, taken) + position  # index into the log (a BOS slot is set below)
+        with_bos = ends - starts <= max_len  # short histories keep their BOS: window = [BOS] + items
+        tokens = np.empty(total, dtype=np.int32)
+        tokens[:] = np.asarray(train.item_idx)[np.maximum(source, 0)] + 1
+        tokens[offsets[:-1][with_bos]] = bos
+        return cls(tokens, offsets)
+
+    @classmethod
+    def open(cls, directory: str | Path) -> SequenceBatches:
+        """The arrays ``save`` wrote to ``directory``, memory-mapped read-only."""
+        directory = Path(directory)
+        return cls(np.load(directory / "tokens.npy", mmap_mode="r"), np.load(directory / "offsets.npy", mmap_mode="r"))
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / "tokens.npy", self.tokens)
+        np.save(directory / "offsets.npy", self.offsets)
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """``(n,)`` positions with a next item per example (for length bucketing)."""
+        return np.diff(self.offsets) - 1
 
     def batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        width = int(self.lengths[index].max())
-        return (torch.from_numpy(self.inputs[index, -width:]), torch.from_numpy(self.targets[index, -width:]))
+        """``(inputs, targets)``, both ``(len(index), width)`` int64, ``width`` the longest
+        row; inputs left-padded with ``PAD``, targets with ``IGNORE``."""
+        index = np.asarray(index)
+        starts = np.asarray(self.offsets[index], dtype=np.int64)
+        lengths = np.asarray(self.offsets[index + 1], dtype=np.int64) - starts - 1
+        width = int(lengths.max())
+        rows = np.repeat(np.arange(len(index)), lengths)
+        position = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        cols = np.repeat(width - lengths, lengths) + position
+        source = np.repeat(starts, lengths) + position
+        inputs = np.zeros((len(index), width), dtype=np.int64)
+        targets = np.full((len(index), width), IGNORE, dtype=np.int64)
+        inputs[rows, cols] = self.tokens[source]
+        targets[rows, cols] = np.asarray(self.tokens[source + 1], dtype=np.int64) - 1
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
 class SequenceRecommender(NeuralRecommender):
@@ -115,7 +163,8 @@ class SequenceRecommender(NeuralRecommender):
     :class:`ItemTable` (input embeddings and the tied ``(n_items, d)`` output table).
 
     The config must have ``max_len``, ``loss``, ``n_negatives``, ``negatives``,
-    ``text_init`` and ``train`` fields.
+    ``text_init`` and ``train`` fields, and may have ``train_data_dir`` (memory-mapped
+    training examples, see :class:`SequenceBatches`).
     """
 
     def prepare(self, train: Interactions) -> None:
@@ -157,7 +206,12 @@ class SequenceRecommender(NeuralRecommender):
 
     # --- training ---------------------------------------------------------------------------------
     def training_data(self, train: Interactions) -> SequenceBatches:
-        return SequenceBatches.from_log(train, self.config.max_len)
+        data = SequenceBatches.from_log(train, self.config.max_len)
+        directory = getattr(self.config, "train_data_dir", "")
+        if not directory:
+            return data
+        data.save(directory)
+        return SequenceBatches.open(directory)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch

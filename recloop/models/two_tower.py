@@ -35,7 +35,8 @@ learned vectors (``projection = "ridge"``, see :class:`~recloop.text.RidgeProjec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,6 +71,8 @@ class TwoTowerConfig:
     ``text_model``/``text_fields``/``text_cache_dir``: the frozen text encoder.
     ``projection``: how :meth:`TwoTower.text_to_item_vectors` maps text to item space.
     ``ridge_l2``: the ridge penalty of that projection.
+    ``train_data_dir``: a folder to write the training examples to once per fit (``.npy``,
+    overwritten) and read them back memory-mapped; empty keeps them in memory.
     """
 
     dim: int = 64
@@ -88,7 +91,8 @@ class TwoTowerConfig:
     text_cache_dir: str | None = None
     projection: str = "tower"
     ridge_l2: float = 10.0
-    train: TrainerConfig = TrainerConfig(epochs=50, batch_size=512, lr=1e-3, patience=5)
+    train_data_dir: str = ""
+    train: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=50, batch_size=512, lr=1e-3, patience=5))
 
     def __post_init__(self):
         if self.dim < 1 or (self.hidden and min(self.hidden) < 1):
@@ -182,28 +186,46 @@ class TwoTowerNetwork(nn.Module):
 @dataclass(frozen=True, eq=False)
 class TowerData:
     """Examples = observed (user, item) pairs; each batch draws the user tower's input,
-    up to ``max_history`` of the user's other items, padded with ``n_items``."""
+    up to ``max_history`` of the user's other items, padded with ``n_items``.
 
-    user_idx: np.ndarray
-    item_idx: np.ndarray
-    indptr: np.ndarray  # the users' items (CSR over users) the histories are drawn from
-    items: np.ndarray
+    Kept as the log's CSR over users and nothing else: example ``e`` is the pair at
+    position ``e`` of ``items`` (int32), its user found from ``indptr`` when a batch is
+    gathered, so the examples cost 4 bytes each and an epoch copies none of them (it
+    permutes example indices).
+    """
+
+    indptr: np.ndarray  # (n_users + 1,) int64: user u's items are items[indptr[u]:indptr[u + 1]]
+    items: np.ndarray  # (n_pairs,) int32 item_idx, sorted by user
     n_items: int
     max_history: int
     rng: np.random.Generator
 
     @classmethod
     def from_log(cls, log: Interactions, max_history: int, seed: int) -> TowerData:
-        matrix = log.to_csr().tocoo()
         csr = log.to_csr()
-        return cls(matrix.row.astype(np.int64), matrix.col.astype(np.int64), csr.indptr.astype(np.int64),
-                   csr.indices.astype(np.int64), log.n_items, max_history, np.random.default_rng([seed, 1]))
+        return cls(csr.indptr.astype(np.int64), csr.indices.astype(np.int32, copy=False), log.n_items, max_history,
+                   np.random.default_rng([seed, 1]))
+
+    @classmethod
+    def open(cls, directory: str | Path, n_items: int, max_history: int, seed: int) -> TowerData:
+        """The arrays ``save`` wrote to ``directory``, memory-mapped read-only."""
+        directory = Path(directory)
+        return cls(np.load(directory / "indptr.npy", mmap_mode="r"), np.load(directory / "items.npy", mmap_mode="r"),
+                   n_items, max_history, np.random.default_rng([seed, 1]))
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / "indptr.npy", self.indptr)
+        np.save(directory / "items.npy", self.items)
 
     def __len__(self) -> int:
-        return len(self.user_idx)
+        return len(self.items)
 
     def batch(self, index: np.ndarray) -> dict[str, torch.Tensor]:
-        users, targets = self.user_idx[index], self.item_idx[index]
+        index = np.asarray(index, dtype=np.int64)
+        users = np.searchsorted(self.indptr, index, side="right") - 1
+        targets = self.items[index].astype(np.int64)
         history = np.full((len(index), self.max_history), self.n_items, dtype=np.int64)
         for row, (user, target) in enumerate(zip(users, targets)):
             own = self.items[self.indptr[user]:self.indptr[user + 1]]
@@ -259,7 +281,12 @@ class TwoTower(NeuralRecommender):
                                self.item_known_, self.log_q_)
 
     def training_data(self, train: Interactions) -> TowerData:
-        return TowerData.from_log(train, self.config.max_history, self.config.train.seed)
+        cfg = self.config
+        data = TowerData.from_log(train, cfg.max_history, cfg.train.seed)
+        if not cfg.train_data_dir:
+            return data
+        data.save(cfg.train_data_dir)
+        return TowerData.open(cfg.train_data_dir, self.n_items, cfg.max_history, cfg.train.seed)
 
     def loss(self, batch) -> torch.Tensor:
         net, cfg = self.network_, self.config

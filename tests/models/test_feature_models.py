@@ -10,6 +10,8 @@ from recloop.artifact import load_model
 from recloop.data import UserHistories
 from recloop.errors import ConfigError
 from recloop.models import UNKNOWN_USER, MLPRecommender, NeuMF, TwoTower
+from recloop.models.two_tower import TowerData
+from recloop.train.sampler import epoch_batches
 from tests.models.contract import RecommenderContract
 
 CACHE: dict[str, str] = {}
@@ -143,3 +145,46 @@ def test_models_needing_features_say_so(synthetic):
         NeuMF(layers=(15, 8))
     with pytest.raises(ConfigError, match="projection"):
         TwoTower(projection="linear")
+
+
+def former_tower_batch(log, index, max_history, rng):
+    """The former TowerData: int64 (user, item) arrays of every pair, histories drawn row by row."""
+    csr = log.to_csr()
+    coo = csr.tocoo()
+    users, targets = coo.row[index].astype(np.int64), coo.col[index].astype(np.int64)
+    history = np.full((len(index), max_history), log.n_items, dtype=np.int64)
+    for row, (user, target) in enumerate(zip(users, targets)):
+        own = csr.indices[csr.indptr[user]:csr.indptr[user + 1]].astype(np.int64)
+        own = own[own != target]
+        if len(own) > max_history:
+            own = rng.choice(own, max_history, replace=False)
+        history[row, :len(own)] = own
+    return users, targets, history
+
+
+def test_tower_data_is_the_int32_csr_and_batches_as_before(synthetic, tmp_path):
+    log = synthetic.interactions
+    data = TowerData.from_log(log, max_history=5, seed=2)
+    assert len(data) == log.to_csr().nnz and data.items.dtype == np.int32
+    data.save(tmp_path)
+    mapped = TowerData.open(tmp_path, log.n_items, 5, seed=2)
+    assert isinstance(mapped.items, np.memmap)
+    reference_rng = np.random.default_rng([2, 1])
+    for index in epoch_batches(len(data), 64, epoch=1, seed=0)[:20]:
+        users, targets, history = former_tower_batch(log, index, 5, reference_rng)
+        for source in (data, mapped):
+            batch = source.batch(index)
+            np.testing.assert_array_equal(batch["user"].numpy(), users)
+            np.testing.assert_array_equal(batch["item"].numpy(), targets)
+            # each source has its own generator seeded as the reference's: the same draws
+            np.testing.assert_array_equal(batch["history"].numpy(), history)
+
+
+def test_two_tower_trains_the_same_from_memory_mapped_data(synthetic, tmp_path):
+    options = {"dim": 8, "hidden": (8,), "max_history": 5, "use_genres": False, "use_text": False,
+               "user_features": False, "train": tiny_train(epochs=1, seed=4, patience=0)}
+    in_memory = TwoTower(**options).fit(synthetic.interactions)
+    mapped = TwoTower(**options, train_data_dir=str(tmp_path)).fit(synthetic.interactions)
+    assert (tmp_path / "items.npy").exists()
+    assert mapped.train_result_.history[-1].loss == in_memory.train_result_.history[-1].loss
+    np.testing.assert_array_equal(mapped.item_vectors(), in_memory.item_vectors())

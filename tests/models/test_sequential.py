@@ -8,6 +8,7 @@ from recloop.data.ids import IdMap
 from recloop.errors import ConfigError
 from recloop.models import GRU4Rec, SASRec
 from recloop.models.sequential import IGNORE, SequenceBatches, last_tokens
+from recloop.train.sampler import epoch_batches
 from tests.models.contract import RecommenderContract
 
 
@@ -53,11 +54,55 @@ def test_whole_sequence_targets_are_the_next_items():
     log = Interactions(np.array([0, 0, 0, 0, 1]), np.array([3, 4, 5, 6, 9]), users, items)
     data = SequenceBatches.from_log(log, max_len=3)
     bos = 11
-    # user a: tokens [BOS, 4, 5, 6, 7] (item + 1); inputs = last 3 of tokens[:-1], targets = the items after them
-    np.testing.assert_array_equal(data.inputs, [[4, 5, 6], [0, 0, bos]])
-    np.testing.assert_array_equal(data.targets, [[4, 5, 6], [IGNORE, IGNORE, 9]])
+    # user a: tokens [BOS, 4, 5, 6, 7] (item + 1); the window is its last 4, user b's is [BOS, 10]
+    np.testing.assert_array_equal(data.tokens, [4, 5, 6, 7, bos, 10])
+    np.testing.assert_array_equal(data.lengths, [3, 1])
+    # inputs = last 3 of tokens[:-1], targets = the items after them
+    inputs, targets = data.batch(np.array([0, 1]))
+    np.testing.assert_array_equal(inputs, [[4, 5, 6], [0, 0, bos]])
+    np.testing.assert_array_equal(targets, [[4, 5, 6], [IGNORE, IGNORE, 9]])
     inputs, targets = data.batch(np.array([1]))
     assert inputs.shape == (1, 1) and int(inputs[0, 0]) == bos and int(targets[0, 0]) == 9
+
+
+def dense_reference(log, max_len):
+    """The former training data: dense (users, max_len) inputs and targets."""
+    indptr = log.user_indptr
+    users = np.flatnonzero(np.diff(indptr) > 0)
+    starts, ends = indptr[users], indptr[users + 1]
+    inputs = last_tokens(log.item_idx, starts, ends - 1, max_len, log.n_items + 1)
+    targets = last_tokens(log.item_idx, starts, ends, max_len, None) - 1
+    targets[targets < 0] = IGNORE
+    return inputs, targets
+
+
+@pytest.mark.parametrize("max_len", [1, 4, 20, 500])
+def test_compact_batches_equal_the_dense_matrices_row_for_row(synthetic, tmp_path, max_len):
+    log = synthetic.interactions
+    inputs, targets = dense_reference(log, max_len)
+    data = SequenceBatches.from_log(log, max_len)
+    assert data.tokens.dtype == np.int32 and data.tokens.nbytes <= (inputs.nbytes + targets.nbytes) / 2
+    np.testing.assert_array_equal(data.lengths, (inputs != 0).sum(axis=1))
+    data.save(tmp_path)
+    mapped = SequenceBatches.open(tmp_path)
+    assert isinstance(mapped.tokens, np.memmap)
+    for index in epoch_batches(len(data), 16, epoch=1, seed=0, lengths=data.lengths):
+        width = int(data.lengths[index].max())
+        for source in (data, mapped):
+            x, y = source.batch(index)
+            np.testing.assert_array_equal(x.numpy(), inputs[index, -width:])
+            np.testing.assert_array_equal(y.numpy(), targets[index, -width:])
+
+
+@pytest.mark.parametrize("make", [SASRec, GRU4Rec])
+def test_memory_mapped_training_data_trains_the_same_model(synthetic, tmp_path, make):
+    log = leave_one_out(synthetic.interactions).train
+    options = {"max_len": 10, "loss": "sampled", "n_negatives": 16, "train": tiny_train(epochs=1, seed=3)}
+    in_memory = make(**options).fit(log)
+    mapped = make(**options, train_data_dir=str(tmp_path)).fit(log)
+    assert (tmp_path / "tokens.npy").exists()
+    assert mapped.train_result_.history[-1].loss == in_memory.train_result_.history[-1].loss
+    np.testing.assert_array_equal(mapped.score([0, 1]), in_memory.score([0, 1]))
 
 
 def test_scoring_uses_the_given_history_not_the_training_log(synthetic):
