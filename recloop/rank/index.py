@@ -15,7 +15,9 @@ serving candidate stage (:mod:`recloop.serve.retrieval`) runs these indexes:
   ``nprobe`` are scanned (Jégou et al., TPAMI 2011), the PQ variant with compressed
   codes re-scored exactly on the top ``refine * k``.
 
-:func:`build_index` picks exact search up to ``exact_max_items`` items and faiss above.
+:func:`build_index` picks exact search up to ``exact_max_items`` items and faiss above,
+and with ``RetrievalConfig.cache_dir`` loads a faiss index built earlier from the same
+vectors and settings instead of building it again.
 Both kinds support adding item vectors at runtime (cold items) and excluding items per
 query (known items): exact search masks them before ``topk``; faiss over-fetches ``k``
 plus the longest exclusion list and filters, fetching more if a row comes up short.
@@ -29,6 +31,9 @@ its graph or lists, see ``docs/retrieval.md``.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +71,10 @@ class RetrievalConfig:
     answered by exact search over them instead of the index.
     ``threads``: faiss OpenMP threads (0 leaves faiss' default; the setting is global to
     the process). ``seed``: the training sample.
+    ``cache_dir``: a folder where :func:`build_index` saves each faiss index it builds,
+    named by a hash of the vectors and the build settings, and loads it from instead of
+    building again (empty: no cache). A 1M-item HNSW index takes many minutes to build
+    and seconds to load, and every serving worker and restart would build its own.
     """
 
     index: str = "auto"
@@ -83,6 +92,7 @@ class RetrievalConfig:
     subset_exact_max: int = 50_000
     threads: int = 0
     seed: int = 0
+    cache_dir: str = ""
 
     def __post_init__(self):
         if self.index not in INDEX_KINDS:
@@ -505,6 +515,22 @@ class FaissIndex:
             np.save(directory / "vectors.npy", self._store.array, allow_pickle=False)
         return directory
 
+    def save_index(self, directory: str | Path) -> Path:
+        """Write ``index.faiss`` alone into ``directory`` (the caller keeps the vectors),
+        atomically: a concurrent reader (another serving worker) sees all of it or none."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, suffix=".partial")
+        os.close(handle)
+        try:
+            with self._lock.read():
+                self._faiss.write_index(self._index, temporary)
+            os.replace(temporary, directory / "index.faiss")
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        return directory
+
     @classmethod
     def load(cls, directory: str | Path, config: RetrievalConfig = RetrievalConfig(),
              kind: str | None = None) -> FaissIndex:
@@ -547,7 +573,31 @@ def build_index(vectors: np.ndarray, config: RetrievalConfig = RetrievalConfig()
     kind = config.resolved_kind(len(vectors))
     if kind == "exact" or len(vectors) == 0:
         return ExactIndex(vectors)
-    return FaissIndex(vectors, config, kind)
+    if not config.cache_dir:
+        return FaissIndex(vectors, config, kind)
+    folder = Path(config.cache_dir) / index_key(vectors, config, kind)
+    if (folder / "index.faiss").is_file():
+        import faiss
+
+        index = faiss.read_index(str(folder / "index.faiss"))
+        if index.ntotal == len(vectors) and index.d == vectors.shape[1]:
+            return FaissIndex(vectors, config, kind, _index=index)
+    built = FaissIndex(vectors, config, kind)
+    built.save_index(folder)
+    return built
+
+
+def index_key(vectors: np.ndarray, config: RetrievalConfig, kind: str) -> str:
+    """A name for the faiss index of ``kind`` built from ``vectors`` with ``config``'s
+    build settings (search knobs are left out: they are set on a loaded index)."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).data)
+    if kind == "hnsw":
+        settings = (config.hnsw_m, config.hnsw_ef_construction)
+    else:
+        settings = (config.ivf_nlist, config.pq_m, config.pq_bits, config.train_size, config.seed)
+    digest.update(repr((kind, vectors.shape, settings)).encode())
+    return f"{kind}-{len(vectors)}x{vectors.shape[1]}-{digest.hexdigest()}"
 
 
 # --- recall of an approximate index ------------------------------------------------------------

@@ -139,6 +139,30 @@ def test_build_index_picks_exact_below_threshold(catalog):
     assert isinstance(build_index(vectors[:10], RetrievalConfig(index="hnsw")), FaissIndex)
 
 
+
+def test_build_index_cache_loads_what_it_built_and_keys_on_vectors_and_settings(catalog, tmp_path, monkeypatch):
+    vectors, queries = catalog
+    config = RetrievalConfig(index="hnsw", hnsw_m=8, hnsw_ef_construction=20, cache_dir=str(tmp_path))
+    built = build_index(vectors, config)
+    (folder,) = tmp_path.iterdir()
+    assert (folder / "index.faiss").is_file() and not list(folder.glob("*.partial"))
+
+    def no_build(self, vectors):
+        raise AssertionError("built again instead of loading the cached index")
+
+    monkeypatch.setattr(FaissIndex, "_build", no_build)
+    loaded = build_index(vectors, RetrievalConfig(index="hnsw", hnsw_m=8, hnsw_ef_construction=20,
+                                                  hnsw_ef_search=40, cache_dir=str(tmp_path)))
+    assert loaded.kind == "hnsw" and loaded.ef_search == 40 and np.shares_memory(loaded.vectors, vectors)
+    built.ef_search = 40
+    np.testing.assert_array_equal(loaded.search(queries, 10)[0], built.search(queries, 10)[0])
+    # Other vectors or other build settings are another index.
+    with pytest.raises(AssertionError, match="built again"):
+        build_index(vectors * 2, config)
+    with pytest.raises(AssertionError, match="built again"):
+        build_index(vectors, RetrievalConfig(index="hnsw", hnsw_m=12, cache_dir=str(tmp_path)))
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="index"):
         RetrievalConfig(index="annoy")
