@@ -19,8 +19,9 @@ serving candidate stage (:mod:`recloop.serve.retrieval`) runs these indexes:
 and with ``RetrievalConfig.cache_dir`` loads a faiss index built earlier from the same
 vectors and settings instead of building it again.
 Both kinds support adding item vectors at runtime (cold items) and excluding items per
-query (known items): exact search masks them before ``topk``; faiss over-fetches ``k``
-plus the longest exclusion list and filters, fetching more if a row comes up short.
+query (known items): exact search masks them before ``topk``; faiss skips them while it
+searches (an ID selector), and for a row that comes up short over-fetches ``k`` plus the
+longest exclusion list and filters, fetching more while rows are short.
 :func:`measure_recall` compares an index against exact search on sampled queries.
 
 Every index keeps a float32 array of the vectors (``index.vectors``: the caller's array
@@ -327,9 +328,11 @@ class ExactIndex:
 class FaissIndex:
     """Approximate maximum inner product search with faiss (``kind`` hnsw, ivf or ivfpq).
 
-    Same contract as :class:`ExactIndex`. Exclusions are applied by over-fetching:
-    ``k`` plus the longest exclusion list is fetched, excluded items are dropped, and the
-    fetch doubles for rows left with fewer than ``k``. The search knobs (``ef_search``,
+    Same contract as :class:`ExactIndex`. Exclusions (hnsw, ivf) are an ID selector
+    faiss applies while it searches, one query at a time; rows that come up short, and
+    ivfpq and allowed-subset searches, over-fetch instead: ``k`` plus the longest
+    exclusion list is fetched, excluded items are dropped, and the fetch doubles for rows
+    left with fewer than ``k``. The search knobs (``ef_search``,
     ``nprobe``) can be changed on a built index.
     """
 
@@ -445,7 +448,39 @@ class FaissIndex:
             subset = _allowed_subset(allowed, n)
             if subset is not None and len(subset) <= self.config.subset_exact_max:
                 return _exact_search(self._store.array, queries, k, exclusions, subset)
+            if exclusions is not None and subset is None and self.kind != "ivfpq" and len(exclusions[1]):
+                return self._search_excluding(queries, k, exclusions, n)
             return self._search(queries, k, exclusions, subset, n)
+
+    def _search_excluding(self, queries: np.ndarray, k: int, exclusions: tuple[np.ndarray, np.ndarray],
+                          n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exclusions as a faiss ID selector, one query at a time: faiss skips the
+        excluded items while it searches, so the beam stays ``ef_search`` (``nprobe``
+        cells) whatever the history's length (over-fetching ``k`` plus a long history
+        widened the beam to match, and the tail latency with it). A row that still comes
+        up short (the beam met too few other items) goes through the over-fetch path."""
+        faiss = self._faiss
+        indptr, excluded = exclusions
+        items = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for r in range(len(queries)):
+            row = np.ascontiguousarray(excluded[indptr[r]:indptr[r + 1]], dtype=np.int64)
+            inner = faiss.IDSelectorBatch(row)
+            selector = faiss.IDSelectorNot(inner)  # holds a pointer: `inner` must outlive the search
+            if self.kind == "hnsw":
+                params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k), sel=selector)
+            else:
+                params = faiss.SearchParametersIVF(nprobe=self._nprobe, sel=selector)
+            found_scores, found = self._index.search(queries[r:r + 1], k, params=params)
+            items[r], scores[r] = found[0], found_scores[0]
+        scores[items < 0] = -np.inf
+        lengths = np.diff(indptr)
+        short = np.flatnonzero((items < 0).any(axis=1) & (n - lengths > (items >= 0).sum(axis=1)))
+        if len(short):
+            kept = (np.concatenate([[0], np.cumsum(lengths[short])]).astype(np.int64),
+                    np.concatenate([excluded[indptr[r]:indptr[r + 1]] for r in short]))
+            items[short], scores[short] = self._search(queries[short], k, kept, None, n)
+        return items, scores
 
     def _search(self, queries: np.ndarray, k: int, exclusions: tuple[np.ndarray, np.ndarray] | None,
                 subset: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -94,7 +94,7 @@ def test_ivfpq_refines_to_high_recall(catalog):
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_faiss_exclusions_are_overfetched(catalog, kind):
+def test_faiss_exclusions_are_skipped(catalog, kind):
     vectors, queries = catalog
     index = FaissIndex(vectors, RetrievalConfig(hnsw_m=16, ivf_nlist=64, ivf_nprobe=16), kind)
     top, _ = index.search(queries[:4], 50)
@@ -106,6 +106,25 @@ def test_faiss_exclusions_are_overfetched(catalog, kind):
         np.testing.assert_array_equal(items[r], top[r, 40:50])  # the next best, in order
     assert (np.diff(scores, axis=1) <= 0).all()
 
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_faiss_rows_left_short_by_exclusions_fall_back_to_overfetching(kind):
+    vectors = clustered(300, dim=8, n_clusters=3, seed=1)
+    index = FaissIndex(vectors, RetrievalConfig(hnsw_m=4, hnsw_ef_search=10, ivf_nlist=4, ivf_nprobe=4), kind)
+    query = vectors[:1] * 3
+    everything_but = np.setdiff1d(np.arange(300), [7, 150, 299])  # 3 items left, far apart in the graph
+    items, scores = index.search(np.vstack([query, query]), 5, exclude=[everything_but, []])
+    assert sorted(items[0, :3]) == [7, 150, 299] and (items[0, 3:] == -1).all() and np.isinf(scores[0, 3:]).all()
+    np.testing.assert_array_equal(items[1], brute_force(vectors, query, 5)[0])
+
+
+def test_faiss_exclusions_keep_recall_with_long_histories(catalog):
+    vectors, queries = catalog
+    index = FaissIndex(vectors, RetrievalConfig(hnsw_m=16, hnsw_ef_search=64), "hnsw")
+    rng = np.random.default_rng(0)
+    exclude = [np.concatenate([brute_force(vectors, q[None], 30)[0, ::3], rng.choice(5000, 400)]) for q in queries]
+    assert measure_recall(index, queries, 10, exclude=exclude) > 0.95
 
 def test_faiss_allowed_subset_and_add(catalog):
     vectors, queries = catalog
