@@ -94,7 +94,7 @@ def test_ivfpq_refines_to_high_recall(catalog):
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_faiss_exclusions_are_skipped(catalog, kind):
+def test_faiss_exclusions_are_overfetched(catalog, kind):
     vectors, queries = catalog
     index = FaissIndex(vectors, RetrievalConfig(hnsw_m=16, ivf_nlist=64, ivf_nprobe=16), kind)
     top, _ = index.search(queries[:4], 50)
