@@ -127,3 +127,17 @@ def test_similar_items_by_cosine(fit_log):
     cosine[3] = -np.inf
     np.testing.assert_array_equal(items, np.argsort(-cosine)[:5])
     np.testing.assert_allclose(scores, cosine[items], rtol=1e-5)
+
+
+def test_user_vectors_give_the_scores_so_serving_can_search_an_index(fit_log):
+    model = ALS(**PARAMS).fit(fit_log)
+    users = np.arange(40)
+    np.testing.assert_allclose(model.user_vectors(users) @ model.item_vectors().T, model.score(users),
+                               rtol=1e-5, atol=1e-6)
+    history = fit_log.histories([3])
+    np.testing.assert_array_equal(model.user_vectors([UNKNOWN_USER], history), model.user_vectors([3]))
+    # The Gram matrix kept between requests follows the item factors (a refit, a load).
+    model.item_factors_ = model.item_factors_ * 2.0
+    weights = fit_log.histories(users).to_csr() * PARAMS["alpha"]
+    fresh = solve_users(weights, torch.from_numpy(model.item_factors_), PARAMS["regularization"]).numpy()
+    np.testing.assert_allclose(model.user_vectors(users), fresh, rtol=1e-5, atol=1e-6)

@@ -107,6 +107,25 @@ def test_faiss_exclusions_are_overfetched(catalog, kind):
     assert (np.diff(scores, axis=1) <= 0).all()
 
 
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_faiss_rows_left_short_by_exclusions_fall_back_to_overfetching(kind):
+    vectors = clustered(300, dim=8, n_clusters=3, seed=1)
+    index = FaissIndex(vectors, RetrievalConfig(hnsw_m=4, hnsw_ef_search=10, ivf_nlist=4, ivf_nprobe=4), kind)
+    query = vectors[:1] * 3
+    everything_but = np.setdiff1d(np.arange(300), [7, 150, 299])  # 3 items left, far apart in the graph
+    items, scores = index.search(np.vstack([query, query]), 5, exclude=[everything_but, []])
+    assert sorted(items[0, :3]) == [7, 150, 299] and (items[0, 3:] == -1).all() and np.isinf(scores[0, 3:]).all()
+    np.testing.assert_array_equal(items[1], brute_force(vectors, query, 5)[0])
+
+
+def test_faiss_exclusions_keep_recall_with_long_histories(catalog):
+    vectors, queries = catalog
+    index = FaissIndex(vectors, RetrievalConfig(hnsw_m=16, hnsw_ef_search=64), "hnsw")
+    rng = np.random.default_rng(0)
+    exclude = [np.concatenate([brute_force(vectors, q[None], 30)[0, ::3], rng.choice(5000, 400)]) for q in queries]
+    assert measure_recall(index, queries, 10, exclude=exclude) > 0.95
+
 def test_faiss_allowed_subset_and_add(catalog):
     vectors, queries = catalog
     index = FaissIndex(vectors, RetrievalConfig(hnsw_m=16, subset_exact_max=100))
@@ -137,6 +156,30 @@ def test_build_index_picks_exact_below_threshold(catalog):
     ann = build_index(vectors, RetrievalConfig(exact_max_items=4999, ann="ivf"))
     assert isinstance(ann, FaissIndex) and ann.kind == "ivf"
     assert isinstance(build_index(vectors[:10], RetrievalConfig(index="hnsw")), FaissIndex)
+
+
+
+def test_build_index_cache_loads_what_it_built_and_keys_on_vectors_and_settings(catalog, tmp_path, monkeypatch):
+    vectors, queries = catalog
+    config = RetrievalConfig(index="hnsw", hnsw_m=8, hnsw_ef_construction=20, cache_dir=str(tmp_path))
+    built = build_index(vectors, config)
+    (folder,) = tmp_path.iterdir()
+    assert (folder / "index.faiss").is_file() and not list(folder.glob("*.partial"))
+
+    def no_build(self, vectors):
+        raise AssertionError("built again instead of loading the cached index")
+
+    monkeypatch.setattr(FaissIndex, "_build", no_build)
+    loaded = build_index(vectors, RetrievalConfig(index="hnsw", hnsw_m=8, hnsw_ef_construction=20,
+                                                  hnsw_ef_search=40, cache_dir=str(tmp_path)))
+    assert loaded.kind == "hnsw" and loaded.ef_search == 40 and np.shares_memory(loaded.vectors, vectors)
+    built.ef_search = 40
+    np.testing.assert_array_equal(loaded.search(queries, 10)[0], built.search(queries, 10)[0])
+    # Other vectors or other build settings are another index.
+    with pytest.raises(AssertionError, match="built again"):
+        build_index(vectors * 2, config)
+    with pytest.raises(AssertionError, match="built again"):
+        build_index(vectors, RetrievalConfig(index="hnsw", hnsw_m=12, cache_dir=str(tmp_path)))
 
 
 def test_config_errors_name_the_field():
