@@ -38,7 +38,7 @@ import torch
 
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
-from recloop.models.base import UNKNOWN_USER, Recommender
+from recloop.models.base import Recommender
 from recloop.models.similarity import cosine_similar_items
 from recloop.progress import progress_bar
 
@@ -121,11 +121,7 @@ class ALS(Recommender):
         """Query vectors for retrieval, ``score = user_vectors @ item_vectors.T``: the
         user factors solved from ``history`` (default: the training log)."""
         self._check_fitted("user_vectors")
-        user_idx = np.asarray(user_idx, dtype=np.int64).reshape(-1)
-        if history is None:
-            if (user_idx == UNKNOWN_USER).any():
-                raise ValueError("unknown users (user_idx -1) need an explicit history")
-            history = self.history_.histories(user_idx)
+        user_idx, history = self._query_histories(user_idx, history)
         return self.user_factors(history)
 
     def _score(self, user_idx: np.ndarray, history: UserHistories) -> torch.Tensor:

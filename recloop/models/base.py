@@ -133,6 +133,16 @@ class Recommender(ABC):
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         """Learn the model's state from ``train``; state attributes end in ``_``."""
 
+    def _query_histories(self, user_idx: np.ndarray, history: UserHistories | None) -> tuple[np.ndarray, UserHistories]:
+        """``user_idx`` as a flat int64 array and the histories to score them from:
+        ``history`` when given, else the training log's (unknown users need one)."""
+        user_idx = np.asarray(user_idx, dtype=np.int64).reshape(-1)
+        if history is None:
+            if (user_idx == UNKNOWN_USER).any():
+                raise ValueError("unknown users (user_idx -1) need an explicit history")
+            history = self.history_.histories(user_idx)
+        return user_idx, history
+
     @property
     def is_fitted(self) -> bool:
         return hasattr(self, "history_")

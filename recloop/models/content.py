@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
-from recloop.models.base import UNKNOWN_USER, Recommender
+from recloop.models.base import Recommender
 from recloop.text.encoder import DEFAULT_MODEL, TextEncoder, TextEncoderConfig
 from recloop.text.items import embed_features
 
@@ -95,11 +95,7 @@ class ContentBased(Recommender):
     def user_vectors(self, user_idx: np.ndarray, history: UserHistories | None = None) -> np.ndarray:
         """Unit-norm profiles (zero for an empty history): ``score = user_vectors @ item_vectors.T``."""
         self._check_fitted("user_vectors")
-        user_idx = np.asarray(user_idx, dtype=np.int64).reshape(-1)
-        if history is None:
-            if (user_idx == UNKNOWN_USER).any():
-                raise ValueError("unknown users (user_idx -1) need an explicit history")
-            history = self.history_.histories(user_idx)
+        user_idx, history = self._query_histories(user_idx, history)
         weights = self._position_weights(history)
         rows = np.repeat(np.arange(len(history)), history.lengths)
         matrix = sp.csr_matrix((weights, (rows, history.item_idx)), shape=(len(history), self.n_items))

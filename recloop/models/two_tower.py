@@ -46,7 +46,6 @@ from torch import nn
 from recloop.data.features import Features
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
-from recloop.models.base import UNKNOWN_USER
 from recloop.models.neural import NeuralRecommender
 from recloop.models.side_inputs import CategoricalInputs, MeanEmbedding, item_text_embeddings
 from recloop.text.encoder import DEFAULT_MODEL, TextEncoder, TextEncoderConfig
@@ -340,11 +339,7 @@ class TwoTower(NeuralRecommender):
 
     def user_vectors(self, user_idx: np.ndarray, history: UserHistories | None = None) -> np.ndarray:
         self._check_fitted("user_vectors")
-        user_idx = np.asarray(user_idx, dtype=np.int64).reshape(-1)
-        if history is None:
-            if (user_idx == UNKNOWN_USER).any():
-                raise ValueError("unknown users (user_idx -1) need an explicit history")
-            history = self.history_.histories(user_idx)
+        user_idx, history = self._query_histories(user_idx, history)
         with self.inference():
             return self._user_matrix(user_idx, history, self._item_matrix()).cpu().numpy()
 

@@ -276,7 +276,25 @@ class _ReadWriteLock:
 
 
 # --- indexes -------------------------------------------------------------------------------------
-class ExactIndex:
+class _StoredVectors:
+    """What every index answers from its own copy of the item vectors (``self._store``)."""
+
+    _store: _VectorStore
+
+    def __len__(self) -> int:
+        return len(self._store.array)
+
+    @property
+    def dim(self) -> int:
+        return self._store.array.shape[1]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The item vectors, ``(n, d)`` float32, row ``i`` for item_idx ``i`` (read only)."""
+        return self._store.array
+
+
+class ExactIndex(_StoredVectors):
     """Exact maximum inner product search over ``vectors`` ``(n, d)``.
 
     ``search(queries, k)`` returns ``(item_idx, scores)``, each ``(len(queries), k)``,
@@ -290,20 +308,8 @@ class ExactIndex:
         self._store = _VectorStore(_as_matrix(vectors, "item vectors"))
         self._lock = _ReadWriteLock()
 
-    def __len__(self) -> int:
-        return len(self._store.array)
-
     def __repr__(self) -> str:
         return f"ExactIndex(n={len(self)}, dim={self.dim})"
-
-    @property
-    def dim(self) -> int:
-        return self._store.array.shape[1]
-
-    @property
-    def vectors(self) -> np.ndarray:
-        """The item vectors, ``(n, d)`` float32, row ``i`` for item_idx ``i`` (read only)."""
-        return self._store.array
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
         """Append item vectors; returns their new item indices (``n, n+1, ...``)."""
@@ -326,7 +332,7 @@ class ExactIndex:
             return _exact_search(vectors, queries, k, exclusions, _allowed_subset(allowed, len(vectors)))
 
 
-class FaissIndex:
+class FaissIndex(_StoredVectors):
     """Approximate maximum inner product search with faiss (``kind`` hnsw, ivf or ivfpq).
 
     Same contract as :class:`ExactIndex`. Exclusions are applied by over-fetching:
@@ -383,21 +389,10 @@ class FaissIndex:
         index.add(vectors)
         return index
 
-    def __len__(self) -> int:
-        return len(self._store.array)
-
     def __repr__(self) -> str:
         knobs = (f"M={self.config.hnsw_m}, ef_search={self.ef_search}" if self.kind == "hnsw"
                  else f"nlist={self._index.nlist}, nprobe={self.nprobe}")
         return f"FaissIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, {knobs})"
-
-    @property
-    def dim(self) -> int:
-        return self._store.array.shape[1]
-
-    @property
-    def vectors(self) -> np.ndarray:
-        return self._store.array
 
     @property
     def ef_search(self) -> int:
