@@ -143,7 +143,7 @@ def main() -> None:
     if args.repeats is not None:
         config["load"]["repeats"] = args.repeats
     data = ensure_data(config["data"])
-    artifact, made = ensure_artifact(data, config["model"])
+    artifact, made = ensure_artifact(data, config["als"])
     results: dict = {"config": config, "model": made, **ensure_index(artifact, config["retrieval"]),
                      "cpus": os.cpu_count()}
     users = json.loads((artifact / "users.json").read_text())
