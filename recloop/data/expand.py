@@ -34,7 +34,6 @@ source, seed, target, counts, pattern and the SHA-256 of each shard.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -46,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse.linalg as spla
 
+from recloop.data.download import sha256_of
 from recloop.data.interactions import Interactions
 from recloop.errors import ConfigError, DataError
 
@@ -216,7 +216,7 @@ def _shard_table(log: Interactions, block_rows: list[tuple[int, np.ndarray, np.n
 
 def _write_shard(table: pa.Table, path: Path, compression: str) -> dict:
     pq.write_table(table, path, compression=compression)
-    return {"file": path.name, "rows": table.num_rows, "sha256": _sha256(path),
+    return {"file": path.name, "rows": table.num_rows, "sha256": sha256_of(path),
             "columns": {name: str(table.schema.field(name).type) for name in table.column_names}}
 
 
@@ -235,18 +235,10 @@ def verify(output_dir: str | Path) -> dict:
         path = Path(output_dir) / shard["file"]
         if not path.is_file():
             raise DataError(f"{path}: shard listed in the manifest is missing")
-        digest = _sha256(path)
+        digest = sha256_of(path)
         if digest != shard["sha256"]:
             raise DataError(f"{path}: SHA-256 {digest[:12]}... differs from the manifest's {shard['sha256'][:12]}...; "
                             "the shard was changed or truncated: expand again")
         if pq.ParquetFile(path).metadata.num_rows != shard["rows"]:
             raise DataError(f"{path}: row count differs from the manifest's {shard['rows']}")
     return manifest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
