@@ -181,10 +181,16 @@ def plot(paths: list[str], output: str | Path = PLOT) -> Path:
     runs = sorted((json.loads(Path(p).read_text()) for p in paths), key=lambda r: r["interactions"])
     n = np.array([r["interactions"] for r in runs], dtype=float)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("load_s", "load"), ("als_fit_s", "recloop ALS fit"),
-                       ("implicit_fit_s", "implicit ALS fit")):
+    # Wall time on shared cores depends on the neighbours; CPU seconds are the steadier cost.
+    for key, label, color, style in (("load_s", "load (wall)", "C0", "-"),
+                                     ("als_fit_s", "recloop ALS fit (wall)", "C1", "-"),
+                                     ("als_cpu_s", "recloop ALS fit (CPU)", "C1", ":"),
+                                     ("implicit_fit_s", "implicit ALS fit (wall)", "C2", "-"),
+                                     ("implicit_cpu_s", "implicit ALS fit (CPU)", "C2", ":")):
+        if not all(key in r for r in runs):
+            continue
         cost = np.array([r[key] for r in runs]) / (n / 1e6)
-        ax.plot(n, cost, marker="o", label=label, linestyle="--" if key.startswith("implicit") else "-")
+        ax.plot(n, cost, marker="o", label=label, color=color, linestyle=style)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("interactions N")
@@ -192,7 +198,7 @@ def plot(paths: list[str], output: str | Path = PLOT) -> Path:
     ax.set_title("Cost per 1e6 interactions (ml-100k fractal expansions, 2 shared cores)")
     ax.title.set_fontsize(9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120)

@@ -1,0 +1,1 @@
+"""Benchmark scripts; a regular package so that no installed top-level `benchmarks` (opacus ships one) shadows it."""
