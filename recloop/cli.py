@@ -505,6 +505,26 @@ def _serve_settings_help() -> str:
     return "\n".join(lines)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """A named error for a port another process holds; uvicorn would say so only after
+    the model has loaded, and exit 3. A port freed between this check and uvicorn's bind
+    is fine; one taken in between still fails in uvicorn."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise RecloopError(f"cannot serve on {host}:{port}: {error.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise RecloopError(f"cannot serve on {host}:{port}: {error.strerror} "
+                               f"(another process listens there; pick another --port)") from None
+
+
 @command("serve")
 def cmd_serve(args) -> int:
     import dataclasses
@@ -524,6 +544,7 @@ def cmd_serve(args) -> int:
                                    host=args.host, port=args.port, workers=args.workers, db=args.db,
                                    api_key=args.api_key or None)
     artifact = Path(settings.artifact).resolve()
+    _check_port_free(settings.host, settings.port)  # before the model loads, not after
     load_artifact(artifact)  # fail here, with the artifact's own error, not in every worker
     warning = exposure_warning(settings)
     if warning:

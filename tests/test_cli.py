@@ -182,3 +182,17 @@ def test_recommend_rejects_a_bad_k_and_an_empty_history(tmp_path, config, capsys
         assert "argument -k" in capsys.readouterr().err
     assert main(["recommend", str(artifact), "--items", " , "]) == 2
     assert "--items needs at least one item id" in capsys.readouterr().err
+
+
+def test_serve_on_a_port_another_process_holds_is_a_named_error_before_the_model_loads(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        # The artifact does not exist: the port is checked first, so the port is what is named.
+        assert main(["serve", str(tmp_path / "no-artifact"), "--port", str(port)]) == 2
+    error = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in error and "another process listens there" in error
+    assert "Traceback" not in error

@@ -300,6 +300,14 @@ def _problem(item: dict) -> dict:
 _LOC_NOISE = ("body", "one", "batch", "list")
 
 
+def _media_type(request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownIdError)
     async def unknown_id(request, error):
@@ -328,7 +336,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def validation(request, error):
         """One readable line per problem (``body.k: Input should be a valid integer
         (got true)``), plus the problems one by one under ``errors``. Values are shown
-        escaped (``NaN``, ``"\\ud800"``): a raw one could make the answer itself fail."""
+        escaped (``NaN``, ``"\\ud800"``): a raw one could make the answer itself fail.
+        A body sent as something other than JSON is a 415 that says so: FastAPI reads
+        such a body as a string, and "not a valid dictionary" would hide the cause."""
+        media_type = _media_type(request)
+        if request.method in ("POST", "PUT", "PATCH") and not _is_json(media_type):
+            return _error(415, f"send the body as JSON with content-type: application/json "
+                               f"(got {media_type or 'no content-type'})")
         problems = []
         for item in error.errors():
             # "body" and the union tags of POST /events ("one", "batch", "list") are noise to a reader

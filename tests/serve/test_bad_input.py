@@ -185,3 +185,16 @@ def test_a_number_id_must_be_finite(client, body):
     answer = raw(client, "/recommend", body)
     assert answer.status_code == 422 and "finite number" in answer.json()["detail"]
     assert client.post("/recommend", json={"user_id": 3, "k": 1}).status_code in (200, 404)  # numbers are ids
+
+
+@pytest.mark.parametrize("headers", [{}, {"content-type": "text/plain"},
+                                     {"content-type": "application/x-www-form-urlencoded"}])
+def test_a_body_that_is_not_declared_json_is_a_415_naming_the_content_type(client, headers):
+    answer = client.post("/recommend", content=b'{"user_id": "u1", "k": 3}', headers=headers)
+    assert answer.status_code == 415, answer.text
+    assert "content-type: application/json" in answer.json()["detail"]
+    assert (headers.get("content-type") or "no content-type") in answer.json()["detail"]
+    # Declared JSON, with a charset, is read as before.
+    ok = client.post("/recommend", content=b'{"user_id": "u1", "k": 3}',
+                     headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200, ok.text
