@@ -38,8 +38,9 @@ def progress_enabled() -> bool:
 
 
 def progress_bar(iterable: Iterable | None = None, *, desc: str, total: int | None = None,
-                 unit: str = "it") -> tqdm:
-    """A tqdm bar on stderr that draws only when :func:`progress_enabled`; it disappears
-    when done (``leave=False``), so nested bars and the CLI's summary lines stay readable."""
-    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, file=sys.stderr,
-                disable=not progress_enabled(), dynamic_ncols=True)
+                 unit: str = "it", initial: int = 0, wanted: bool = True) -> tqdm:
+    """A tqdm bar on stderr that draws only when :func:`progress_enabled` (and ``wanted``,
+    the caller's own switch); it disappears when done (``leave=False``), so nested bars
+    and the CLI's summary lines stay readable."""
+    return tqdm(iterable, desc=desc, total=total, unit=unit, initial=initial, leave=False, file=sys.stderr,
+                disable=not (wanted and progress_enabled()), dynamic_ncols=True)

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from recloop.errors import ConfigError, TrainingError
+from recloop.progress import progress_bar
 from recloop.train import distributed as D
 from recloop.train.result import EpochRecord, TrainResult
 
@@ -258,7 +258,8 @@ class TensorBoard(Callback):
 
 
 class Progress(Callback):
-    """Progress bars, when ``bar``: the epochs with the loss, the validation metric and the
+    """Progress bars, when ``bar`` and :mod:`recloop.progress` allows them (switched on, as
+    the CLI does unless ``--quiet``, and stderr a terminal): the epochs with the loss, the validation metric and the
     best so far, and the steps of the epoch in progress; and, always, one INFO line per
     epoch on the ``recloop.train`` logger."""
 
@@ -267,11 +268,12 @@ class Progress(Callback):
         self._epochs = self._steps = None
 
     def on_fit_start(self, trainer, state):
-        self._epochs = tqdm(desc=f"train {trainer.name}", disable=not self.bar, initial=state.first_epoch - 1,
-                            total=trainer.config.epochs)
+        self._epochs = progress_bar(desc=f"train {trainer.name}", wanted=self.bar, initial=state.first_epoch - 1,
+                                    total=trainer.config.epochs, unit="epoch")
 
     def on_epoch_start(self, trainer, state):
-        self._steps = tqdm(desc=f"epoch {state.epoch}", leave=False, disable=not self.bar, total=state.epoch_steps)
+        self._steps = progress_bar(desc=f"epoch {state.epoch}", wanted=self.bar, total=state.epoch_steps,
+                                   unit="step")
 
     def on_step_end(self, trainer, state, step, loss):
         if step % 20 == 0:

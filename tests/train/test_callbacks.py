@@ -236,10 +236,45 @@ def test_progress_logs_one_line_per_epoch(caplog):
     assert "best 0.5000@1" in lines[1]
 
 
-def test_progress_bars_follow_the_steps_and_epochs():
+def test_progress_bars_follow_the_steps_and_epochs(monkeypatch):
+    import io
+    import sys
+
+    from recloop.progress import show_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())  # bars draw, and count, only on a terminal
     data, network = Regression(), make_network()
     progress = Progress(bar=True)
     trainer = Trainer(config(epochs=2, progress=False))
-    trainer.fit(network, mse(network), data, callbacks=[progress])
+    with show_progress():
+        trainer.fit(network, mse(network), data, callbacks=[progress])
     assert progress._epochs.n == 2 and progress._epochs.total == 2
     assert progress._steps.n == progress._steps.total == 8  # 256 examples, batches of 32
+
+
+def test_trainer_bars_follow_the_library_switch(monkeypatch):
+    """One switch for every bar: the trainer's draw on a terminal inside ``show_progress()``
+    (as the CLI runs) and not outside it or with ``--quiet``, whatever ``train.progress`` says."""
+    import io
+    import sys
+
+    from recloop.progress import show_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def drawn(switch: bool) -> str:
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        data, network = Regression(), make_network()
+        with show_progress(switch):
+            Trainer(config(epochs=1, progress=True), name="tiny").fit(network, mse(network), data)
+        return terminal.getvalue()
+
+    assert "train tiny" in drawn(True)
+    assert drawn(False) == ""
