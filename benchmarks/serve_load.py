@@ -178,7 +178,9 @@ def main() -> None:
                "recommend": [], "saturation_rps": [], "events": []}
     process = start(artifact, folder / "events.db", port, config["workers"], folder / "server.log")
     try:
-        bodies = lambda i: user_bodies[i % len(user_bodies)]
+        def bodies(i):
+            return user_bodies[i % len(user_bodies)]
+
         run_sync(offer(url + "/recommend", bodies, 50, config["warmup_seconds"]))
         for rate in config["rates"]:
             runs = []

@@ -1,8 +1,19 @@
 import numpy as np
 import pytest
 
-from recloop.data import (Dataset, Interactions, PreprocessConfig, SplitConfig, deduplicate, k_core,
-                          leave_one_out, preprocess, ratio_split, split, temporal_split)
+from recloop.data import (
+    Dataset,
+    Interactions,
+    PreprocessConfig,
+    SplitConfig,
+    deduplicate,
+    k_core,
+    leave_one_out,
+    preprocess,
+    ratio_split,
+    split,
+    temporal_split,
+)
 from recloop.errors import ConfigError, DataError
 
 

@@ -14,8 +14,8 @@ from recloop.serve.app import create_app
 from recloop.serve.settings import ServeSettings
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # schemathesis brings hypothesis
-from schemathesis.checks import (
+from hypothesis import HealthCheck, given, settings  # noqa: E402  (schemathesis brings hypothesis)
+from schemathesis.checks import (  # noqa: E402
     content_type_conformance,
     not_a_server_error,
     response_schema_conformance,

@@ -53,8 +53,8 @@ def test_retrain_and_reload_a_running_two_worker_server(synthetic_artifact, tmp_
         for _ in range(6):
             httpx.post(url + "/recommend", json={"user_id": "fresh1", "k": 3})
         metrics = httpx.get(url + "/metrics").text
-        line = next(l for l in metrics.splitlines()
-                    if l.startswith('recloop_http_requests_total{endpoint="/recommend",method="POST",status="200"}'))
+        line = next(row for row in metrics.splitlines()
+                    if row.startswith('recloop_http_requests_total{endpoint="/recommend",method="POST",status="200"}'))
         assert float(line.split()[-1]) >= 15  # summed over both workers
     finally:
         stop_server(process)
