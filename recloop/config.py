@@ -38,6 +38,7 @@ from recloop.data.splits import SplitConfig
 from recloop.errors import ConfigError, closest
 from recloop.evaluate.evaluator import EvaluationConfig
 from recloop.models import MODELS
+from recloop.rank.fairness import FairnessConfig
 
 # The generic reader lives in recloop.typed_config; imported here because this module uses it
 # (and code that imported it from recloop.config keeps working).
@@ -102,6 +103,9 @@ class ExperimentConfig:
     preprocess: PreprocessConfig = PreprocessConfig()
     split: SplitConfig = SplitConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    #: Exposure-aware re-ranking of every evaluated list (calibration, exposure quota);
+    #: off by default. See docs/fairness.md.
+    rerank: FairnessConfig = FairnessConfig()
     models: tuple[ModelSpec, ...] = ()
 
     @property
