@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from recloop.data.preprocess import PreprocessConfig
+from recloop.data.quality import DataFilters
 from recloop.data.splits import SplitConfig
 from recloop.errors import ConfigError, closest
 from recloop.evaluate.evaluator import EvaluationConfig
@@ -51,7 +52,8 @@ class DataConfig:
 
     ``dataset`` is a known name (``ml-100k``, ``amazon-beauty``, ...), ``synthetic`` or a
     path; ``format`` overrides detection; ``user``/``item``/``rating``/``timestamp`` and
-    ``sep`` map the columns of a generic CSV/Parquet file.
+    ``sep`` map the columns of a generic CSV/Parquet file. ``filters`` (``[data.filters]``)
+    drop what ``recloop data check`` flags (duplicates, bots, ...) before preprocessing.
     """
 
     dataset: str = "ml-100k"
@@ -61,6 +63,7 @@ class DataConfig:
     rating: str | None = None
     timestamp: str | None = None
     sep: str = ","
+    filters: DataFilters = field(default_factory=DataFilters)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class ExperimentConfig:
     evaluation: EvaluationConfig = EvaluationConfig()
     #: Exposure-aware re-ranking of every evaluated list (calibration, exposure quota);
     #: off by default. See docs/fairness.md.
-    rerank: FairnessConfig = FairnessConfig()
+    rerank: FairnessConfig = field(default_factory=FairnessConfig)
     models: tuple[ModelSpec, ...] = ()
 
     @property

@@ -27,6 +27,7 @@ from recloop.data.dataset import Dataset
 from recloop.data.interactions import Interactions
 from recloop.data.loading import load_dataset
 from recloop.data.preprocess import PreprocessConfig, preprocess
+from recloop.data.quality import apply_filters
 from recloop.data.splits import Split, split
 from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError
@@ -95,6 +96,7 @@ def load_data(data: DataConfig, preprocessing: PreprocessConfig, data_dir: str |
     d = data
     dataset = load_dataset(d.dataset, d.format, data_dir=data_dir, cache_dir=cache_dir, download=download,
                            columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep)
+    dataset, _ = apply_filters(dataset, d.filters)  # what `recloop data check` flags, if [data.filters] says so
     return preprocess(dataset, preprocessing)
 
 

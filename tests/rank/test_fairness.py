@@ -39,7 +39,7 @@ def test_popularity_tiers_match_the_long_tail_metric():
 
 def test_kl_divergence_hand_checked():
     p, q = np.array([0.5, 0.5]), np.array([1.0, 0.0])
-    smoothed = 0.99 * q + 0.01 * p  # [0.995, 0.005]
+    # q~ = 0.99 q + 0.01 p = [0.995, 0.005]
     expected = 0.5 * np.log(0.5 / 0.995) + 0.5 * np.log(0.5 / 0.005)
     assert kl_divergence(p, q) == pytest.approx(expected)
     assert kl_divergence(p, p) == pytest.approx(0.0)
