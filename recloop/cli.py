@@ -479,9 +479,12 @@ def cmd_compare(args) -> int:
     print(comparison_table(results, fit_seconds))
     from recloop.utils import provenance
 
+    from recloop.data.quality import check_dataset
+
     origin = provenance()
+    quality = check_dataset(data.dataset, config.data.filters.thresholds).to_dict()
     records = {"provenance": origin, "experiment": config.to_dict(), "split": data.split.describe(),
-               "models": {label: run.record() for label, run in runs.items()}}
+               "models": {label: run.record() for label, run in runs.items()}, "data_quality": quality}
     if args.output:
         output = Path(args.output)
         for label, run in served.items():
@@ -489,7 +492,7 @@ def cmd_compare(args) -> int:
         (output / "results.json").write_text(json.dumps(records, indent=1))
         report = write_html_report(output / "report.html", f"recloop compare: {config.name}", results, fit_seconds,
                                    data.split.train.item_counts(), data.dataset.describe(),
-                                   Path(args.config).read_text(), provenance=origin)
+                                   Path(args.config).read_text(), provenance=origin, data_quality=quality)
         kind = "served models, refitted on all interactions" if args.refit_all else "evaluated models"
         print(f"artifacts in {output / 'models'} ({kind}), report at {report}", file=sys.stderr)
     if args.json_path:

@@ -32,6 +32,7 @@ from recloop.data.splits import Split, split
 from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError
 from recloop.evaluate.evaluator import EvaluationResult, Evaluator, validation_metric
+from recloop.evaluate.groups import user_fairness
 from recloop.models import Recommender, get_model_class
 from recloop.progress import show_progress
 from recloop.rank.fairness import FairnessConfig, FairRanker, fair_ranker
@@ -175,6 +176,11 @@ def _evaluate_and_refit(spec: ModelSpec, data: PreparedData, config: ExperimentC
                                      **rerank_options(config, data, train_log))
     if model.predicts_ratings and parts.test.rating is not None:
         test_result.extra["rating_errors"] = evaluator.evaluate_ratings(model, parts.test, parts.history("test"))
+    metric = f"ndcg@{10 if 10 in config.evaluation.k else config.evaluation.k[0]}"
+    if metric in test_result.per_user:
+        test_result.extra["user_groups"] = user_fairness(test_result.per_user, test_result.users,
+                                                         test_result.history_lengths, data.dataset.user_features,
+                                                         metric)
     params = {**dict(spec.params), **chosen}
     return ModelRun(spec, model, params, test_result, valid_result, fit_seconds, search, before_refit)
 

@@ -113,9 +113,14 @@ class Finding:
     def share(self) -> float:
         return self.count / self.total if self.total else 0.0
 
+    @property
+    def status(self) -> str:
+        """``FLAG`` (found something), ``ok`` (found nothing) or ``info`` (a description)."""
+        return ("FLAG" if self.count else "ok") if self.flag else "info"
+
     def to_dict(self) -> dict:
         return {"count": self.count, "total": self.total, "unit": self.unit, "share": self.share,
-                "flagged": bool(self.flag and self.count > 0), "detail": self.detail,
+                "flagged": bool(self.flag and self.count > 0), "status": self.status, "detail": self.detail,
                 "examples": self.examples}
 
 
@@ -145,7 +150,7 @@ class DataReport:
         """A fixed-width text table, one line per check."""
         header = ["check", "count", "of", "share", "status", "detail"]
         rows = [[name, f"{f.count:,}", f"{f.total:,} {f.unit}", f"{f.share:.2%}",
-                 ("FLAG" if f.count else "ok") if f.flag else "info", f.detail]
+                 f.status, f.detail]
                 for name, f in self.findings.items()]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
         lines = ["  ".join([c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
