@@ -477,9 +477,8 @@ def cmd_compare(args) -> int:
     results = {label: run.test for label, run in runs.items()}
     fit_seconds = {label: run.fit_seconds for label, run in runs.items()}
     print(comparison_table(results, fit_seconds))
-    from recloop.utils import provenance
-
     from recloop.data.quality import check_dataset
+    from recloop.utils import provenance
 
     origin = provenance()
     quality = check_dataset(data.dataset, config.data.filters.thresholds).to_dict()

@@ -240,10 +240,10 @@ def _fairness_section(results: dict[str, EvaluationResult], k: int) -> list[str]
         rows = "".join(f"<tr><td>{html.escape(label)}</td><td>{r.interval(calibration).mean:.4f} "
                        f"<small>±{r.interval(calibration).half_width:.4f}</small></td></tr>"
                        for label, r in results.items() if calibration in r.per_user)
-        parts += ["<p>Calibration error: KL divergence of each user's historical genre mix from the genre mix "
-                  f"of the top-{k} list (Steck, RecSys 2018; 0 = the list matches the history), mean over test "
-                  "users with its 95% interval.</p>", f"<table><tr><th>model</th><th>{calibration}</th></tr>{rows}"
-                  "</table>"]
+        note = ("<p>Calibration error: KL divergence of each user's historical genre mix from the genre mix "
+                f"of the top-{k} list (Steck, RecSys 2018; 0 = the list matches the history), mean over test "
+                "users with its 95% interval.</p>")
+        parts += [note, f"<table><tr><th>model</th><th>{calibration}</th></tr>{rows}</table>"]
     groups = {label: r.extra.get("user_groups") for label, r in results.items() if r.extra.get("user_groups")}
     if not groups:
         return parts

@@ -60,7 +60,7 @@ def group_report(values: np.ndarray, groups: dict[str, np.ndarray], metric: str,
         for label in sorted(set(labels), key=str):
             member = values[labels == label]
             interval = mean_confidence_interval(member)
-            rows.append({"group": str(label), "n": int(len(member)), "mean": interval.mean,
+            rows.append({"group": str(label), "n": len(member), "mean": interval.mean,
                          "ci95": [interval.low, interval.high]})
         tested = [r for r in rows if r["n"] >= min_size]
         entry: dict = {"metric": metric, "groups": rows, "min_size": min_size}

@@ -111,16 +111,16 @@ class Calibration:
         return out
 
     def __call__(self, item_idx: np.ndarray, scores: np.ndarray, history: np.ndarray,
-                 lambda_: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The candidates re-ordered for the user of ``history``; ``lambda_`` overrides
-        the stage's for this call."""
+                 lambda_: float | None = None, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates re-ordered for the user of ``history``; ``lambda_`` and ``k``
+        override the stage's for this call."""
         lambda_ = self.lambda_ if lambda_ is None else float(lambda_)
         item_idx, scores = as_candidates(item_idx, scores)
         n = len(item_idx)
         p = self.target(history)
         if n < 2 or lambda_ == 0.0 or p.sum() == 0:
             return item_idx, scores
-        k = min(self.k, n)
+        k = min(self.k if k is None else k, n)
         # KL(p || q~) = sum_c p_c log p_c - sum_c p_c log q~_c: the first sum is the same for
         # every candidate, so only the categories with p_c > 0 are followed.
         present = np.flatnonzero(p > 0)
@@ -240,8 +240,8 @@ class FairRanker:
     ``calibration_categories`` / ``groups``: :class:`ItemCategories` for the calibrated
     mix and the quota's groups (:func:`popularity_tiers` or a feature's). Call with
     ``(item_idx, scores, history)``: candidates best first, the user's history items;
-    returns the re-ordered ``(item_idx, scores)``, its top ``k`` chosen. ``calibration``
-    and ``min_share`` override the config's for one call (a request's own values).
+    returns the re-ordered ``(item_idx, scores)``, its top ``k`` chosen. ``calibration``,
+    ``min_share`` and ``k`` override the config's for one call (a request's own values).
     """
 
     def __init__(self, config: FairnessConfig, k: int, calibration_categories: ItemCategories | None,
@@ -266,25 +266,28 @@ class FairRanker:
     def __repr__(self) -> str:
         return f"FairRanker({self.config}, k={self.k})"
 
-    def _quota(self, min_share: Mapping[str, float]) -> ExposureQuota:
-        key = tuple(sorted(min_share.items()))
+    def _quota(self, min_share: Mapping[str, float], k: int) -> ExposureQuota:
+        key = (tuple(sorted(min_share.items())), k)
         quota = self._quotas.get(key)
         if quota is None:
-            quota = self._quotas[key] = ExposureQuota(self.groups, min_share, self.k)  # a benign race: same value
+            if len(self._quotas) > 256:  # requests may bring their own shares: keep the cache small
+                self._quotas.clear()
+            quota = self._quotas[key] = ExposureQuota(self.groups, min_share, k)  # a benign race: same value
         return quota
 
     def __call__(self, item_idx: np.ndarray, scores: np.ndarray, history: np.ndarray,
-                 calibration: float | None = None, min_share: Mapping[str, float] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 calibration: float | None = None, min_share: Mapping[str, float] | None = None,
+                 k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        k = self.k if k is None else k
         calibration = self.config.calibration if calibration is None else calibration
         min_share = self.config.min_share if min_share is None else min_share
         if (calibration, min_share) != (self.config.calibration, self.config.min_share):
             self._check(calibration, min_share)
         item_idx, scores = as_candidates(item_idx, scores)
         if calibration > 0:
-            item_idx, scores = self._calibration(item_idx, scores, history, lambda_=calibration)
+            item_idx, scores = self._calibration(item_idx, scores, history, lambda_=calibration, k=k)
         if any(v > 0 for v in min_share.values()):
-            item_idx, scores = self._quota(min_share)(item_idx, scores)
+            item_idx, scores = self._quota(min_share, k)(item_idx, scores)
         return item_idx, scores
 
 
