@@ -94,7 +94,7 @@ def run_config(path: str, max_loss: float, tail_ratio: float, only: list[str] | 
                  for stage, (target, history) in stages.items()}
         points = []
         for family, value, fairness in settings(has_genre):
-            ranker = build_fair_ranker(fairness, k, dataset, parts.train) if fairness.enabled else None
+            ranker = build_fair_ranker(fairness, k, dataset, parts.train).rerank_users if fairness.enabled else None
             point = {"family": family, "value": value}
             for stage, (target, history) in stages.items():
                 point[stage] = measure(evaluator, found[stage], target, history, parts.train, ranker)

@@ -190,8 +190,8 @@ def rerank_options(config: ExperimentConfig, data: PreparedData, train: Interact
     (popularity tiers from ``train``); empty when re-ranking is off."""
     if not config.rerank.enabled:
         return {}
-    return {"rerank": build_fair_ranker(config.rerank, max(config.evaluation.k), data.dataset, train),
-            "candidates": config.rerank.candidates}
+    ranker = build_fair_ranker(config.rerank, max(config.evaluation.k), data.dataset, train)
+    return {"rerank": ranker.rerank_users, "candidates": config.rerank.candidates}
 
 
 def build_fair_ranker(fairness: FairnessConfig, k: int, dataset: Dataset, train: Interactions) -> FairRanker:

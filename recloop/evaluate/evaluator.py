@@ -29,9 +29,10 @@ all users.
 The sampled protocol (rank the held-out items among ``n_negatives`` random unseen
 items) exists only to compare with papers that used it; it inflates every metric.
 
-Re-ranking (``evaluate(..., rerank=...)``): the top ``candidates`` of each user go to
-``rerank(item_idx, scores, history_items)``, the same per-user call the service makes
-(:class:`recloop.rank.fairness.FairRanker`), and its first ``max(k)`` are the list.
+Re-ranking (``evaluate(..., rerank=...)``): the top ``candidates`` of every user go,
+with the users' histories, to ``rerank`` (``FairRanker.rerank_users`` of
+:mod:`recloop.rank.fairness`, the algorithm the service runs per request), and the first
+``max(k)`` of each re-ordered row are the list.
 :meth:`Evaluator.candidates` and :meth:`Evaluator.evaluate_candidates` split the two
 steps, so that a sweep over re-ranking settings scores the model once.
 """
@@ -48,7 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recloop.data.features import Features
-from recloop.data.interactions import Interactions
+from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError, closest
 from recloop.evaluate import metrics as M
 from recloop.evaluate.stats import Interval, PairedTest, mean_confidence_interval, paired_test
@@ -59,8 +60,9 @@ from recloop.utils import make_rng
 BEYOND_METRICS = ("coverage", "gini", "diversity", "novelty", "popularity", "long_tail", "calibration")
 LIST_LEVEL = ("coverage", "gini")  # one value per run, not per user
 SCORE_BYTES = np.dtype(np.float32).itemsize
-#: ``rerank(item_idx, scores, history_items) -> (item_idx, scores)`` for one user's candidates, best first.
-Rerank = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: ``rerank(item_idx, scores, histories) -> (item_idx, scores)``: ``(users, n)`` candidates best
+#: first (``-1``: none) and the users' :class:`UserHistories`; returns them re-ordered.
+Rerank = Callable[[np.ndarray, np.ndarray, UserHistories], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -443,16 +445,16 @@ def validation_metric(model: Recommender, train: Interactions, valid: Interactio
     return lambda: evaluator.evaluate(model, valid, train)[metric]
 
 
-def rerank_lists(found: Candidates, seen, rerank: Rerank, k: int) -> np.ndarray:
-    """``(users, k)`` lists: each user's candidates through ``rerank`` with the user's
-    history items (``seen``, a :class:`~recloop.data.interactions.UserHistories` row per
-    user), cut to ``k`` (``-1`` where fewer remain)."""
+def rerank_lists(found: Candidates, seen: UserHistories, rerank: Rerank, k: int, chunk: int = 4096) -> np.ndarray:
+    """``(users, k)`` lists: the candidates through ``rerank`` with the users' histories
+    (``seen``, aligned with ``found.users``), ``chunk`` users at a time, cut to ``k``."""
     lists = np.full((len(found.users), k), -1, dtype=np.int64)
-    for row in range(len(found.users)):
-        valid = found.items[row] >= 0
-        items, _ = rerank(found.items[row][valid], found.scores[row][valid],
-                          seen.item_idx[seen.indptr[row]:seen.indptr[row + 1]])
-        lists[row, :min(k, len(items))] = items[:k]
+    for lo in range(0, len(found.users), chunk):
+        rows = np.arange(lo, min(lo + chunk, len(found.users)))
+        start, end = seen.indptr[rows[0]], seen.indptr[rows[-1] + 1]
+        part = UserHistories(seen.indptr[rows[0]:rows[-1] + 2] - start, seen.item_idx[start:end], seen.n_items)
+        items, _ = rerank(found.items[rows], found.scores[rows], part)
+        lists[rows, :min(k, items.shape[1])] = items[:, :k]
     return lists
 
 

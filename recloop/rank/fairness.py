@@ -68,14 +68,35 @@ def category_distribution(categories: ItemCategories) -> np.ndarray:
     return np.divide(matrix, counts, out=np.zeros_like(matrix), where=counts > 0)
 
 
-def _relevance(scores: np.ndarray) -> np.ndarray:
-    """Scores min-max scaled to [0, 1] over the candidates (non-finite: -1)."""
-    finite = np.isfinite(scores)
-    if not finite.any():
-        return np.full(len(scores), -1.0)
-    low, high = scores[finite].min(), scores[finite].max()
-    scaled = (scores - low) / (high - low) if high > low else np.zeros(len(scores))
-    return np.where(finite, scaled, -1.0)
+def _relevance(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``(users, n)`` scores min-max scaled to [0, 1] per row over its valid, finite
+    candidates (others: -1)."""
+    usable = valid & np.isfinite(scores)
+    low = np.where(usable, scores, np.inf).min(axis=1, keepdims=True)
+    high = np.where(usable, scores, -np.inf).max(axis=1, keepdims=True)
+    span = np.where(high > low, high - low, 1.0)
+    with np.errstate(invalid="ignore"):
+        scaled = np.where(high > low, (scores - low) / span, 0.0)
+    return np.where(usable, scaled, -1.0)
+
+
+def _order(chosen: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``(users, n)`` positions: the ``chosen`` ones (``-1``: none) first, in their order,
+    then the other valid candidates in their incoming order, then the invalid ones."""
+    n = valid.shape[1]
+    key = np.where(valid, n + np.arange(n), 2 * n + np.arange(n)).astype(np.int64)
+    rows, steps = np.nonzero(chosen >= 0)
+    key[rows, chosen[rows, steps]] = steps
+    return np.argsort(key, axis=1, kind="stable")
+
+
+def _batch(item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-d copies (one user: one row) and the mask of real candidates (not ``-1``)."""
+    item_idx = np.atleast_2d(np.asarray(item_idx, dtype=np.int64))
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float32))
+    if item_idx.shape != scores.shape:
+        raise ValueError(f"candidates of shape {item_idx.shape} but scores of shape {scores.shape}")
+    return item_idx, scores, item_idx >= 0
 
 
 class Calibration:
@@ -83,7 +104,8 @@ class Calibration:
 
     ``categories``: what the mix is over. ``lambda_`` in [0, 1]: 0 keeps the model's
     order, 1 only matches the mix. The remaining candidates follow the ``k`` chosen in
-    their incoming order. Cost: ``k`` steps over ``(n, n_values)``.
+    their incoming order. Batched: :meth:`order` re-ranks many users at once with ``k``
+    vector steps over ``(users, n, categories)``; a call re-ranks one user.
     """
 
     def __init__(self, categories: ItemCategories, lambda_: float, k: int):
@@ -99,54 +121,81 @@ class Calibration:
     def __repr__(self) -> str:
         return f"Calibration({self.categories.name!r}, lambda_={self.lambda_}, k={self.k})"
 
+    def _rows(self, item_idx: np.ndarray) -> np.ndarray:
+        """``p(c|i)`` of every index (any shape); unknown and ``-1`` ones are zero."""
+        inside = (item_idx >= 0) & (item_idx < len(self.distribution))
+        out = self.distribution[np.where(inside, item_idx, 0)]
+        out[~inside] = 0.0
+        return out
+
     def target(self, history: np.ndarray) -> np.ndarray:
         """``p(c|u)`` of a history (item indices; unknown ones ignored): ``(n_values,)``."""
         rows = self._rows(np.asarray(history, dtype=np.int64))
         return rows.mean(axis=0) if len(rows) else np.zeros(self.distribution.shape[1])
 
-    def _rows(self, item_idx: np.ndarray) -> np.ndarray:
-        inside = (item_idx >= 0) & (item_idx < len(self.distribution))
-        out = np.zeros((len(item_idx), self.distribution.shape[1]))
-        out[inside] = self.distribution[item_idx[inside]]
-        return out
+    def targets(self, indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``(users, n_values)`` targets of CSR histories (``indptr``, ``items``)."""
+        indptr = np.asarray(indptr, dtype=np.int64)
+        running = np.zeros((len(items) + 1, self.distribution.shape[1]))
+        np.cumsum(self._rows(np.asarray(items, dtype=np.int64)), axis=0, out=running[1:])
+        return (running[indptr[1:]] - running[indptr[:-1]]) / np.maximum(np.diff(indptr), 1)[:, None]
+
+    def order(self, item_idx: np.ndarray, scores: np.ndarray, targets: np.ndarray, lambda_: float | None = None,
+              k: int | None = None, chunk: int = 1024) -> np.ndarray:
+        """``(users, n)`` positions putting each row's calibrated top ``k`` first;
+        ``item_idx``/``scores`` are ``(users, n)`` candidates best first (``-1``: none),
+        ``targets`` the ``(users, n_values)`` history mixes."""
+        lambda_ = self.lambda_ if lambda_ is None else float(lambda_)
+        item_idx, scores, valid = _batch(item_idx, scores)
+        users, n = item_idx.shape
+        k = min(self.k if k is None else k, n)
+        chosen = np.full((users, k), -1, dtype=np.int64)
+        active = (targets.sum(axis=1) > 0) & (valid.sum(axis=1) >= 2) & (lambda_ > 0)
+        for lo in range(0, users, chunk):
+            rows = np.flatnonzero(active[lo:lo + chunk]) + lo
+            if len(rows):
+                chosen[rows] = self._greedy(item_idx[rows], scores[rows], valid[rows], targets[rows], lambda_, k)
+        return _order(chosen, valid)
+
+    def _greedy(self, item_idx, scores, valid, p, lambda_, k) -> np.ndarray:
+        users = len(item_idx)
+        # KL(p || q~) = sum_c p_c log p_c - sum_c p_c log q~_c: the first sum is the same for
+        # every candidate, so the objective only needs sum_c p_c log q~_c over p_c > 0.
+        present = np.flatnonzero((p > 0).any(axis=0))
+        p = p[:, present]  # (users, values)
+        rows = self._rows(item_idx)[:, :, present]  # (users, n, values) p(c|i) of each candidate
+        gain = (1.0 - lambda_) * _relevance(scores, valid)  # (users, n)
+        mix = np.zeros_like(p)  # sum of p(c|i) over the chosen items
+        available = valid.copy()
+        chosen = np.full((users, k), -1, dtype=np.int64)
+        everyone = np.arange(users)
+        positive = p[:, None, :] > 0
+        for step in range(k):
+            # q~ of the list with each candidate added: (users, n, values)
+            smoothed = ((1.0 - CALIBRATION_ALPHA) / (step + 1)) * (rows + mix[:, None, :]) + CALIBRATION_ALPHA * p[:, None, :]
+            log_q = np.log(np.where(positive, smoothed, 1.0))
+            objective = gain + lambda_ * np.einsum("unc,uc->un", log_q, p)
+            objective[~available] = -np.inf
+            pick = objective.argmax(axis=1)  # ties: the earlier (better-ranked) candidate
+            ok = available[everyone, pick]  # False once a row has no candidate left
+            chosen[ok, step] = pick[ok]
+            available[everyone[ok], pick[ok]] = False
+            mix[ok] += rows[everyone[ok], pick[ok]]
+        return chosen
 
     def __call__(self, item_idx: np.ndarray, scores: np.ndarray, history: np.ndarray,
                  lambda_: float | None = None, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The candidates re-ordered for the user of ``history``; ``lambda_`` and ``k``
-        override the stage's for this call."""
-        lambda_ = self.lambda_ if lambda_ is None else float(lambda_)
+        """One user's candidates re-ordered for the user of ``history``; ``lambda_`` and
+        ``k`` override the stage's for this call."""
         item_idx, scores = as_candidates(item_idx, scores)
-        n = len(item_idx)
-        p = self.target(history)
-        if n < 2 or lambda_ == 0.0 or p.sum() == 0:
-            return item_idx, scores
-        k = min(self.k if k is None else k, n)
-        # KL(p || q~) = sum_c p_c log p_c - sum_c p_c log q~_c: the first sum is the same for
-        # every candidate, so only the categories with p_c > 0 are followed.
-        present = np.flatnonzero(p > 0)
-        p = p[present]
-        rows = self._rows(item_idx)[:, present]  # (n, present) p(c|i) of each candidate
-        gain = (1.0 - lambda_) * _relevance(scores)
-        mix = np.zeros(len(present))  # sum of p(c|i) over the chosen items
-        alpha = CALIBRATION_ALPHA
-        available = np.ones(n, dtype=bool)
-        chosen = np.empty(k, dtype=np.int64)
-        for step in range(k):
-            # q~ of the list with each candidate added: (n, present)
-            smoothed = ((1.0 - alpha) / (step + 1)) * (rows + mix) + alpha * p
-            objective = gain + lambda_ * (np.log(smoothed) @ p)
-            objective[~available] = -np.inf
-            pick = int(np.argmax(objective))  # ties: the earlier (better-ranked) candidate
-            chosen[step] = pick
-            available[pick] = False
-            mix += rows[pick]
-        order = np.concatenate([chosen, np.flatnonzero(available)])
+        order = self.order(item_idx[None, :], scores[None, :], self.target(history)[None, :], lambda_, k)[0]
         return item_idx[order], scores[order]
 
 
 class ExposureQuota:
     """At least ``min_share[g]`` of the top ``k`` from each named group ``g``, at every
-    prefix (see the module docstring). An item of several groups counts for each."""
+    prefix (see the module docstring). An item of several groups counts for each.
+    Batched like :class:`Calibration` (:meth:`order`); a call re-ranks one user."""
 
     def __init__(self, groups: ItemCategories, min_share: Mapping[str, float], k: int):
         if k < 1:
@@ -167,31 +216,40 @@ class ExposureQuota:
         shares = {self.groups.values[c]: float(s) for c, s in zip(self.columns, self.shares)}
         return f"ExposureQuota({self.groups.name!r}, min_share={shares}, k={self.k})"
 
-    def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        item_idx, scores = as_candidates(item_idx, scores)
-        n = len(item_idx)
-        if n < 2 or not len(self.columns):
-            return item_idx, scores
+    def order(self, item_idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``(users, n)`` positions putting each row's top ``k`` under the quota first."""
+        item_idx, scores, valid = _batch(item_idx, scores)
+        users, n = item_idx.shape
         k = min(self.k, n)
-        member = self.groups.rows(item_idx)[:, self.columns]  # (n, groups) in the incoming order
+        chosen = np.full((users, k), -1, dtype=np.int64)
+        if not len(self.columns):
+            return _order(chosen, valid)
+        member = self.groups.rows(np.where(valid, item_idx, -1).ravel()).reshape(users, n, -1)[:, :, self.columns]
+        member &= valid[:, :, None]
         # required[p - 1, g]: members of g needed among the first p slots
         required = np.floor(np.arange(1, k + 1)[:, None] * self.shares[None, :] + 1e-9).astype(np.int64)
-        have = np.zeros(len(self.columns), dtype=np.int64)
-        available = np.ones(n, dtype=bool)
-        chosen = np.empty(k, dtype=np.int64)
+        have = np.zeros((users, len(self.columns)), dtype=np.int64)
+        available = valid.copy()
+        everyone = np.arange(users)
         for step in range(k):
-            pick = -1
-            for g in np.flatnonzero(have < required[step]):
-                members = np.flatnonzero(available & member[:, g])
-                if len(members):
-                    pick = int(members[0])  # the best remaining member of the group short of its quota
-                    break
-            if pick < 0:
-                pick = int(np.argmax(available))  # the best remaining candidate
-            chosen[step] = pick
-            available[pick] = False
-            have += member[pick]
-        order = np.concatenate([chosen, np.flatnonzero(available)])
+            pick = np.full(users, -1, dtype=np.int64)
+            short = have < required[step]
+            for g in range(len(self.columns)):
+                # the best remaining member of a group short of its quota (groups in the order given)
+                candidates = available & member[:, :, g]
+                take = (pick < 0) & short[:, g] & candidates.any(axis=1)
+                pick[take] = candidates[take].argmax(axis=1)
+            rest = (pick < 0) & available.any(axis=1)
+            pick[rest] = available[rest].argmax(axis=1)  # else the best remaining candidate
+            ok = pick >= 0
+            chosen[ok, step] = pick[ok]
+            available[everyone[ok], pick[ok]] = False
+            have[ok] += member[everyone[ok], pick[ok]]
+        return _order(chosen, valid)
+
+    def __call__(self, item_idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        item_idx, scores = as_candidates(item_idx, scores)
+        order = self.order(item_idx[None, :], scores[None, :])[0]
         return item_idx[order], scores[order]
 
 
@@ -275,20 +333,43 @@ class FairRanker:
             quota = self._quotas[key] = ExposureQuota(self.groups, min_share, k)  # a benign race: same value
         return quota
 
-    def __call__(self, item_idx: np.ndarray, scores: np.ndarray, history: np.ndarray,
-                 calibration: float | None = None, min_share: Mapping[str, float] | None = None,
-                 k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def rerank(self, item_idx: np.ndarray, scores: np.ndarray, history_indptr: np.ndarray,
+               history_items: np.ndarray, calibration: float | None = None,
+               min_share: Mapping[str, float] | None = None, k: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Many users at once: ``(users, n)`` candidates best first (``-1``: none) and
+        their scores, each user's history as CSR (``history_indptr``, ``history_items``);
+        returns both re-ordered, each row's top ``k`` chosen, ``-1`` slots last."""
         k = self.k if k is None else k
         calibration = self.config.calibration if calibration is None else calibration
         min_share = self.config.min_share if min_share is None else min_share
         if (calibration, min_share) != (self.config.calibration, self.config.min_share):
             self._check(calibration, min_share)
-        item_idx, scores = as_candidates(item_idx, scores)
+        item_idx, scores, _ = _batch(item_idx, scores)
+        rows = np.arange(len(item_idx))[:, None]
         if calibration > 0:
-            item_idx, scores = self._calibration(item_idx, scores, history, lambda_=calibration, k=k)
+            targets = self._calibration.targets(history_indptr, history_items)
+            order = self._calibration.order(item_idx, scores, targets, lambda_=calibration, k=k)
+            item_idx, scores = item_idx[rows, order], scores[rows, order]
         if any(v > 0 for v in min_share.values()):
-            item_idx, scores = self._quota(min_share, k)(item_idx, scores)
+            order = self._quota(min_share, k).order(item_idx, scores)
+            item_idx, scores = item_idx[rows, order], scores[rows, order]
         return item_idx, scores
+
+    def rerank_users(self, item_idx: np.ndarray, scores: np.ndarray, histories) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`rerank` with the histories as a :class:`~recloop.data.interactions.UserHistories`
+        (what :meth:`recloop.evaluate.evaluator.Evaluator.evaluate` passes as ``rerank``)."""
+        return self.rerank(item_idx, scores, histories.indptr, histories.item_idx)
+
+    def __call__(self, item_idx: np.ndarray, scores: np.ndarray, history: np.ndarray,
+                 calibration: float | None = None, min_share: Mapping[str, float] | None = None,
+                 k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One user: ``item_idx``/``scores`` best first, ``history`` the user's items."""
+        item_idx, scores = as_candidates(item_idx, scores)
+        history = np.asarray(history, dtype=np.int64)
+        items, out_scores = self.rerank(item_idx[None, :], scores[None, :], np.array([0, len(history)]), history,
+                                        calibration, min_share, k)
+        return items[0], out_scores[0]
 
 
 def fair_ranker(config: FairnessConfig, k: int, item_counts: np.ndarray,

@@ -143,15 +143,37 @@ def test_evaluator_reranks_offline_through_the_same_ranker(synthetic):
     # The synthetic catalog's popularity is flat (EASE lists are ~3/4 tail), so the quota
     # asks for the head here: at least half of every list.
     ranker = fair_ranker(FairnessConfig(min_share={"head": 0.5}), 10, parts.train.item_counts(), {})
-    fair = evaluator.evaluate(model, parts.test, parts.history("test"), train=parts.train, rerank=ranker,
+    fair = evaluator.evaluate(model, parts.test, parts.history("test"), train=parts.train, rerank=ranker.rerank_users,
                               candidates=50)
     assert 1 - plain["long_tail@10"] < 0.5
     assert (long_tail_share(fair.recommendations, parts.train.item_counts()) <= 0.5).all()
     # The two-step path (candidates once, then lists) gives the same result.
     found = evaluator.candidates(model, parts.test, parts.history("test"), 50)
-    again = evaluator.evaluate_candidates(found, parts.test, parts.history("test"), parts.train, rerank=ranker)
+    again = evaluator.evaluate_candidates(found, parts.test, parts.history("test"), parts.train,
+                                          rerank=ranker.rerank_users)
     assert np.array_equal(again.recommendations, fair.recommendations)
     assert np.array_equal(again.per_user["ndcg@10"], fair.per_user["ndcg@10"])
     # Without re-ranking the candidates' head is the plain top-k.
     unranked = evaluator.evaluate_candidates(found, parts.test, parts.history("test"), parts.train)
     assert np.array_equal(unranked.recommendations, plain.recommendations)
+
+
+def test_batch_equals_one_user_at_a_time():
+    rng = np.random.default_rng(3)
+    n_items, users, n = 60, 25, 15
+    genres = ItemCategories("genre", ("A", "B", "C"), rng.random((n_items, 3)) < 0.4)
+    ranker = fair_ranker(FairnessConfig(calibration=0.7, calibration_feature="genre", min_share={"tail": 0.3}),
+                         6, rng.integers(0, 50, n_items), {"genre": genres})
+    items = np.stack([rng.choice(n_items, n, replace=False) for _ in range(users)])
+    scores = -np.sort(-rng.random((users, n)), axis=1).astype(np.float32)
+    items[3, 10:] = -1  # padding from retrieval: fewer candidates than n
+    items[4, 4:] = -1  # fewer candidates than k
+    histories = [rng.choice(n_items, rng.integers(0, 8), replace=False) for _ in range(users)]
+    indptr = np.concatenate([[0], np.cumsum([len(h) for h in histories])])
+    batch_items, batch_scores = ranker.rerank(items, scores, indptr, np.concatenate(histories))
+    for u in range(users):
+        one_items, one_scores = ranker(items[u], scores[u], histories[u])
+        assert batch_items[u, :len(one_items)].tolist() == one_items.tolist()
+        assert (batch_items[u, len(one_items):] == -1).all()
+        assert np.allclose(batch_scores[u, :len(one_items)], one_scores)
+    assert set(batch_items[4, :4].tolist()) == set(items[4, :4].tolist())
