@@ -16,6 +16,9 @@ on the tail (min share of the top 10), and, where items have genres, calibration
 the genre mix. Tail = items outside the 20% most popular of training; "tail share" is
 ``long_tail@10`` (the mean share of tail items in the lists); Gini is ``gini@10``.
 
+Runs can be split (one dataset per process) and merged with ``--from-json A.json B.json``
+(no configs: only the plot and the table).
+
 Two choices on validation, each reported on test against the unconstrained model:
 ``target``: the best validation NDCG@10 among the settings whose validation tail share
 is at least ``--tail-ratio`` (2) times the unconstrained one's (the issue's target,
@@ -147,7 +150,7 @@ def plot(rows: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def markdown(rows: list[dict], command: str, load: tuple) -> str:
+def markdown(rows: list[dict], command: str, load: tuple, where: str) -> str:
     table = []
     for row in rows:
         base = row["points"][0]["test"]
@@ -159,34 +162,52 @@ def markdown(rows: list[dict], command: str, load: tuple) -> str:
                       base["gini@10"], chosen["gini@10"], "yes" if row["target_met"] else "no"])
     header = ["dataset", "model", "rule", "chosen on validation", "NDCG@10 none", "NDCG@10 chosen", "change",
               "tail share none", "tail share chosen", "ratio", "Gini none", "Gini chosen", "target met"]
-    return (f"## Exposure-aware re-ranking: NDCG@10 against tail exposure\n\n"
-            f"Written by `{command}` ({machine()}; load average {load[0]:.1f} at start). Test split; the "
-            "setting is chosen on validation as the largest tail share within 5% relative NDCG@10 loss. "
-            "Target: <= 5% loss and >= 2x the unconstrained tail share. Every point of the curves is in "
-            "`docs/results/fairness-tradeoff.json`; the plot is `docs/fairness-tradeoff.png`; see "
-            "docs/fairness.md.\n\n" + markdown_table(header, table))
+    return ("## Exposure-aware re-ranking: NDCG@10 against tail exposure\n\n"
+            f"Written by `{command}` ({where}; load average {load[0]:.1f} at start, other jobs sharing the "
+            "2 cores). Test split. Settings are chosen on validation: `target` = the best NDCG@10 with at "
+            "least 2x the unconstrained tail share, `most tail` = the largest tail share within 5% relative "
+            "NDCG@10 loss. Target: <= 5% loss and >= 2x the unconstrained tail share on test. Tail = items "
+            "outside the 20% most popular of training; tail share = `long_tail@10`; Gini = `gini@10` over all "
+            "items. Every point of the curves is in `docs/results/fairness-tradeoff.json`, the plot is "
+            "`docs/fairness-tradeoff.png`; see docs/fairness.md.\n\n" + markdown_table(header, table) + "\n")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="+")
+    parser.add_argument("configs", nargs="*")
+    parser.add_argument("--from-json", nargs="*", default=[], metavar="JSON",
+                        help="also take the rows of earlier runs' JSON files (e.g. one run per dataset), "
+                             "then plot and tabulate them all")
     parser.add_argument("--max-loss", type=float, default=0.05, help="relative NDCG@10 loss allowed (0.05)")
     parser.add_argument("--tail-ratio", type=float, default=2.0, help="tail share multiple sought (2)")
     parser.add_argument("--models", nargs="*", default=None, help="only these model names")
     parser.add_argument("--json", default="docs/results/fairness-tradeoff.json")
     parser.add_argument("--plot", default="docs/fairness-tradeoff.png")
     parser.add_argument("--doc", action="store_true", help="rewrite the section in docs/benchmarks.md")
+    parser.add_argument("--note", default="", help="a paragraph added under the table (e.g. how merged runs were made)")
     args = parser.parse_args()
     load = os.getloadavg()
-    rows = []
+    rows, machines, loads = [], [], []
+    for path in args.from_json:
+        earlier = json.loads(Path(path).read_text())
+        rows += earlier["rows"]
+        machines.append(earlier["machine"])
+        loads.append(tuple(earlier["load_average_at_start"]))
     for path in args.configs:
         rows += run_config(path, args.max_loss, args.tail_ratio, args.models)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"machine": machine(), "load_average_at_start": load,
                                                "rows": rows}, indent=1))
+    if args.configs or not machines:
+        machines.append(machine())
+        loads.append(load)
+    where = "; ".join(dict.fromkeys(machines))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"machine": where, "load_average_at_start": max(loads), "rows": rows},
+                                          indent=1))
     plot(rows, Path(args.plot))
     command = "PYTHONPATH=. python benchmarks/fairness_tradeoff.py " + " ".join(sys.argv[1:])
-    text = markdown(rows, command, load)
+    text = markdown(rows, command, max(loads), where) + (f"\n{args.note}\n" if args.note else "")
     print(text)
     if args.doc:
         update_section("fairness-tradeoff", text)
