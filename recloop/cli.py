@@ -481,7 +481,9 @@ def cmd_compare(args) -> int:
     from recloop.utils import provenance
 
     origin = provenance()
-    quality = check_dataset(data.dataset, config.data.filters.thresholds).to_dict()
+    # The checks sort the whole log: skipped beyond 20M interactions (`recloop data check` still runs them).
+    quality = (check_dataset(data.dataset, config.data.filters.thresholds).to_dict()
+               if len(data.dataset.interactions) <= 20_000_000 else None)
     records = {"provenance": origin, "experiment": config.to_dict(), "split": data.split.describe(),
                "models": {label: run.record() for label, run in runs.items()}, "data_quality": quality}
     if args.output:
