@@ -265,7 +265,8 @@ def check_dataset(dataset: Dataset, config: CheckConfig = CheckConfig()) -> Data
         findings["bursts"] = Finding(
             "bursts", int(burst.sum()), n, "rows",
             f"rows in {int(burst_bins.sum())} window(s) of {config.burst_window}s with implausibly many events "
-            f"(robust z > {config.robust_z:g}; the busiest window holds {int(counts.max()) if len(counts) else 0})",
+            f"(robust z > {config.robust_z:g}; the busiest holds {int(counts.max()) if len(counts) else 0}, "
+            f"z {float(z.max()) if len(z) else 0.0:.1f})",
             examples)
     else:
         findings["timestamps"] = Finding("timestamps", 0, n, "rows",
@@ -287,8 +288,12 @@ def check_dataset(dataset: Dataset, config: CheckConfig = CheckConfig()) -> Data
                 kept.timestamp, kept.user_indptr, config.burst_window)[active].astype(np.float64)
             features["peak events per hour"] = _peak_in_window(kept.timestamp, kept.user_indptr, HOUR)[active].astype(
                 np.float64)
+    highest = []  # the largest z of each feature, flagged or not: how close the data comes to the line
     for name, values in features.items():
         z = robust_z(np.maximum(values, 1))
+        top = int(np.argmax(z)) if len(z) else 0
+        if len(z):
+            highest.append(f"{name} {int(values[top])} (z {z[top]:.1f})")
         for position in np.flatnonzero(z > config.robust_z):
             reasons.setdefault(int(active[position]), []).append(f"{name} {int(values[position])} (z {z[position]:.1f})")
     bot_users = np.array(sorted(reasons), dtype=np.int64)
@@ -296,7 +301,8 @@ def check_dataset(dataset: Dataset, config: CheckConfig = CheckConfig()) -> Data
     findings["bot users"] = Finding(
         "bot users", len(bot_users), len(active), "users",
         f"more than {limit:.0f} events ({config.count_factor:g} x the 99th percentile)"
-        + (f" or implausible {', '.join(features)} (robust z > {config.robust_z:g})" if features else ""),
+        + (f" or implausible {', '.join(features)} (robust z > {config.robust_z:g}; highest: {', '.join(highest)})"
+           if features else ""),
         [f"{users.id(int(u))}: {'; '.join(reasons[int(u)])}" for u in bot_users[:5]])
 
     # --- items, cold start, sparsity ---------------------------------------------------------
