@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None)
     data_options(p)
 
+    # `recloop data check ...`: main() turns the two words into this parser's name.
+    p = sub.add_parser("data check", help="data quality: duplicates, conflicting ratings, timestamp anomalies, "
+                                          "bot-like users, items without features, cold share, sparsity "
+                                          "(recloop data check DATASET_OR_CONFIG)")
+    p.add_argument("source", help="known name (ml-100k, ...), a path, or an experiment TOML (its [data]; the "
+                                  "report then also says what its [data.filters] would drop)")
+    p.add_argument("--format", default=None)
+    p.add_argument("--json", dest="json_path", default=None, help="also write the findings as JSON")
+    p.add_argument("--now", type=int, default=None, help="unix time after which a timestamp is in the future "
+                                                         "(default: now)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when any check flags something")
+    data_options(p)
+
     def refit_option(p):
         p.add_argument("--no-refit-all", dest="refit_all", action="store_false",
                        help="save the evaluated model itself (fitted on the training split) instead of the "
@@ -213,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:2] == ["data", "expand"]:  # a two-word command
             argv = ["data expand", *argv[2:]]
+        if argv[:2] == ["data", "check"]:
+            argv = ["data check", *argv[2:]]
         argv, overrides = split_overrides(argv)
         args = build_parser().parse_args(argv)
         if hasattr(args, "set"):
@@ -311,6 +326,44 @@ def cmd_data_expand(args) -> int:
           f"{manifest['relative_error']:+.2%}), {manifest['users']:,} users, {manifest['items']:,} items, "
           f"{len(manifest['shards'])} shard(s), {manifest['seconds']:.1f}s; see {Path(args.output) / 'manifest.json'}")
     return 0
+
+
+@command("data check")
+def cmd_data_check(args) -> int:
+    from dataclasses import replace
+
+    from recloop.data import load_dataset
+    from recloop.data.quality import DataFilters, apply_filters, check_dataset
+
+    filters = DataFilters()
+    if args.source.endswith(".toml"):
+        from recloop.config import load_config
+        from recloop.data.tabular import ColumnMapping
+
+        d = load_config(args.source).data
+        dataset = load_dataset(d.dataset, d.format, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                               download=not args.offline, columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp),
+                               sep=d.sep)
+        filters = d.filters
+    else:
+        dataset = load_dataset(args.source, args.format, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                               download=not args.offline)
+    thresholds = filters.thresholds if args.now is None else replace(filters.thresholds, now=args.now)
+    report = check_dataset(dataset, thresholds)
+    print(report.table())
+    for name in report.flagged():
+        examples = report.findings[name].examples
+        if examples:
+            print(f"{name}: e.g. {', '.join(map(str, examples))}")
+    record = report.to_dict()
+    if filters.any:
+        _, dropped = apply_filters(dataset, replace(filters, thresholds=thresholds))
+        record["filters_drop"] = dropped
+        print("[data.filters] drop: " + ", ".join(f"{name} {count:,} rows" for name, count in dropped.items()))
+    if args.json_path:
+        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_path).write_text(json.dumps(record, indent=1))
+    return 1 if args.strict and report.flagged() else 0
 
 
 @command("data")
@@ -424,11 +477,15 @@ def cmd_compare(args) -> int:
     results = {label: run.test for label, run in runs.items()}
     fit_seconds = {label: run.fit_seconds for label, run in runs.items()}
     print(comparison_table(results, fit_seconds))
+    from recloop.data.quality import check_dataset
     from recloop.utils import provenance
 
     origin = provenance()
+    # The checks sort the whole log: skipped beyond 20M interactions (`recloop data check` still runs them).
+    quality = (check_dataset(data.dataset, config.data.filters.thresholds).to_dict()
+               if len(data.dataset.interactions) <= 20_000_000 else None)
     records = {"provenance": origin, "experiment": config.to_dict(), "split": data.split.describe(),
-               "models": {label: run.record() for label, run in runs.items()}}
+               "models": {label: run.record() for label, run in runs.items()}, "data_quality": quality}
     if args.output:
         output = Path(args.output)
         for label, run in served.items():
@@ -436,7 +493,7 @@ def cmd_compare(args) -> int:
         (output / "results.json").write_text(json.dumps(records, indent=1))
         report = write_html_report(output / "report.html", f"recloop compare: {config.name}", results, fit_seconds,
                                    data.split.train.item_counts(), data.dataset.describe(),
-                                   Path(args.config).read_text(), provenance=origin)
+                                   Path(args.config).read_text(), provenance=origin, data_quality=quality)
         kind = "served models, refitted on all interactions" if args.refit_all else "evaluated models"
         print(f"artifacts in {output / 'models'} ({kind}), report at {report}", file=sys.stderr)
     if args.json_path:

@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from recloop.data.preprocess import PreprocessConfig
+from recloop.data.quality import DataFilters
 from recloop.data.splits import SplitConfig
 from recloop.errors import ConfigError, closest
 from recloop.evaluate.evaluator import EvaluationConfig
 from recloop.models import MODELS
+from recloop.rank.fairness import FairnessConfig
 
 # The generic reader lives in recloop.typed_config; imported here because this module uses it
 # (and code that imported it from recloop.config keeps working).
@@ -50,7 +52,8 @@ class DataConfig:
 
     ``dataset`` is a known name (``ml-100k``, ``amazon-beauty``, ...), ``synthetic`` or a
     path; ``format`` overrides detection; ``user``/``item``/``rating``/``timestamp`` and
-    ``sep`` map the columns of a generic CSV/Parquet file.
+    ``sep`` map the columns of a generic CSV/Parquet file. ``filters`` (``[data.filters]``)
+    drop what ``recloop data check`` flags (duplicates, bots, ...) before preprocessing.
     """
 
     dataset: str = "ml-100k"
@@ -60,6 +63,7 @@ class DataConfig:
     rating: str | None = None
     timestamp: str | None = None
     sep: str = ","
+    filters: DataFilters = field(default_factory=DataFilters)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ class ExperimentConfig:
     preprocess: PreprocessConfig = PreprocessConfig()
     split: SplitConfig = SplitConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    #: Exposure-aware re-ranking of every evaluated list (calibration, exposure quota);
+    #: off by default. See docs/fairness.md.
+    rerank: FairnessConfig = field(default_factory=FairnessConfig)
     models: tuple[ModelSpec, ...] = ()
 
     @property

@@ -27,12 +27,16 @@ from recloop.data.dataset import Dataset
 from recloop.data.interactions import Interactions
 from recloop.data.loading import load_dataset
 from recloop.data.preprocess import PreprocessConfig, preprocess
+from recloop.data.quality import apply_filters
 from recloop.data.splits import Split, split
 from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError
 from recloop.evaluate.evaluator import EvaluationResult, Evaluator, validation_metric
+from recloop.evaluate.groups import user_fairness
 from recloop.models import Recommender, get_model_class
 from recloop.progress import show_progress
+from recloop.rank.fairness import FairnessConfig, FairRanker, fair_ranker
+from recloop.rank.rerank import ItemCategories
 from recloop.search import search_grid
 from recloop.train import distributed
 
@@ -93,6 +97,7 @@ def load_data(data: DataConfig, preprocessing: PreprocessConfig, data_dir: str |
     d = data
     dataset = load_dataset(d.dataset, d.format, data_dir=data_dir, cache_dir=cache_dir, download=download,
                            columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep)
+    dataset, _ = apply_filters(dataset, d.filters)  # what `recloop data check` flags, if [data.filters] says so
     return preprocess(dataset, preprocessing)
 
 
@@ -153,7 +158,8 @@ def _evaluate_and_refit(spec: ModelSpec, data: PreparedData, config: ExperimentC
     uses_valid = model.uses_validation and has_valid
     valid_result = None
     if has_valid:
-        valid_result = evaluator.evaluate(model, parts.valid, parts.train, progress=progress)
+        valid_result = evaluator.evaluate(model, parts.valid, parts.train, progress=progress,
+                                          **rerank_options(config, data, parts.train))
     train_log = parts.train
     before_refit = None
     if config.refit and has_valid:
@@ -166,11 +172,36 @@ def _evaluate_and_refit(spec: ModelSpec, data: PreparedData, config: ExperimentC
         model = model.refit_model()
         refit_seconds = fit(model, data, train_log)
         fit_seconds = fit_seconds + refit_seconds if uses_valid else refit_seconds
-    test_result = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress)
+    test_result = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress,
+                                     **rerank_options(config, data, train_log))
     if model.predicts_ratings and parts.test.rating is not None:
         test_result.extra["rating_errors"] = evaluator.evaluate_ratings(model, parts.test, parts.history("test"))
+    metric = f"ndcg@{10 if 10 in config.evaluation.k else config.evaluation.k[0]}"
+    if metric in test_result.per_user:
+        test_result.extra["user_groups"] = user_fairness(test_result.per_user, test_result.users,
+                                                         test_result.history_lengths, data.dataset.user_features,
+                                                         metric)
     params = {**dict(spec.params), **chosen}
     return ModelRun(spec, model, params, test_result, valid_result, fit_seconds, search, before_refit)
+
+
+def rerank_options(config: ExperimentConfig, data: PreparedData, train: Interactions) -> dict:
+    """``rerank``/``candidates`` for :meth:`Evaluator.evaluate` from ``config.rerank``
+    (popularity tiers from ``train``); empty when re-ranking is off."""
+    if not config.rerank.enabled:
+        return {}
+    ranker = build_fair_ranker(config.rerank, max(config.evaluation.k), data.dataset, train)
+    return {"rerank": ranker.rerank_users, "candidates": config.rerank.candidates}
+
+
+def build_fair_ranker(fairness: FairnessConfig, k: int, dataset: Dataset, train: Interactions) -> FairRanker:
+    """The :class:`FairRanker` of ``fairness`` over ``dataset``'s items: popularity tiers
+    from ``train``, categories from the item features."""
+    features = dataset.item_features
+    categorical = {} if features is None else {name: ItemCategories.from_features(features, name)
+                                               for name in (fairness.calibration_feature, fairness.groups)
+                                               if name in features.categorical}
+    return fair_ranker(fairness, k, train.item_counts(), categorical)
 
 
 def refit_all(run: ModelRun, data: PreparedData | Dataset) -> ModelRun:

@@ -1,9 +1,11 @@
 """Comparison tables and the self-contained HTML report of ``recloop compare``.
 
 The report holds, for models evaluated on one split: the metrics table with 95%
-confidence intervals, paired tests against the best model, and three plots (metric
+confidence intervals, paired tests against the best model, three plots (metric
 bars with intervals, popularity bias of the recommendations, accuracy by how active
-the user is). Plots are PNGs embedded as base64, so the file travels alone.
+the user is), fairness across users (accuracy by user group with intervals and a test
+of the gap, each model's calibration error) and, when given, the data quality checks of
+``recloop data check``. Plots are PNGs embedded as base64, so the file travels alone.
 """
 
 from __future__ import annotations
@@ -64,9 +66,11 @@ def _fmt(value) -> str:
 
 def write_html_report(path: Path, title: str, results: dict[str, EvaluationResult],
                       fit_seconds: dict[str, float], item_counts: np.ndarray, dataset_info: dict,
-                      config_text: str = "", provenance: dict | None = None) -> Path:
+                      config_text: str = "", provenance: dict | None = None,
+                      data_quality: dict | None = None) -> Path:
     """Write the comparison report to ``path``; ``provenance`` (recloop version, commit,
-    date, machine: :func:`recloop.utils.provenance`, taken now when not given) closes it."""
+    date, machine: :func:`recloop.utils.provenance`, taken now when not given) closes it.
+    ``data_quality``: :meth:`recloop.data.quality.DataReport.to_dict`, shown as a section."""
     import matplotlib
 
     from recloop.utils import provenance as current_provenance
@@ -90,7 +94,10 @@ def write_html_report(path: Path, title: str, results: dict[str, EvaluationResul
         "<h2>Accuracy by user activity</h2>",
         "<p>NDCG by how many interactions the user had before the test period (quintile buckets).</p>",
         _img(_activity_plot(results, f"ndcg@{k}")),
+        *_fairness_section(results, k),
     ]
+    if data_quality:
+        parts += ["<h2>Data quality</h2>", _quality_table(data_quality)]
     if config_text:
         parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_text)}</pre>"]
     parts += ["<h2>Provenance</h2>", _dict_table(provenance if provenance is not None else current_provenance())]
@@ -223,3 +230,66 @@ def _activity_plot(results: dict[str, EvaluationResult], metric: str):
     ax.set_ylabel(metric)
     ax.legend(fontsize="small")
     return figure
+
+
+def _fairness_section(results: dict[str, EvaluationResult], k: int) -> list[str]:
+    """Accuracy by user group (``extra["user_groups"]``) and calibration error."""
+    parts = ["<h2>Fairness across users</h2>"]
+    calibration = f"calibration@{k}"
+    if any(calibration in r.per_user for r in results.values()):
+        rows = "".join(f"<tr><td>{html.escape(label)}</td><td>{r.interval(calibration).mean:.4f} "
+                       f"<small>±{r.interval(calibration).half_width:.4f}</small></td></tr>"
+                       for label, r in results.items() if calibration in r.per_user)
+        note = ("<p>Calibration error: KL divergence of each user's historical genre mix from the genre mix "
+                f"of the top-{k} list (Steck, RecSys 2018; 0 = the list matches the history), mean over test "
+                "users with its 95% interval.</p>")
+        parts += [note, f"<table><tr><th>model</th><th>{calibration}</th></tr>{rows}</table>"]
+    groups = {label: r.extra.get("user_groups") for label, r in results.items() if r.extra.get("user_groups")}
+    if not groups:
+        return parts
+    first = next(iter(groups.values()))
+    metric = next(iter(first.values()))["metric"]
+    parts.append(f"<p>{html.escape(metric)} by user group: mean, 95% interval and users per group. The gap is "
+                 "the best minus the worst group (groups of at least "
+                 f"{next(iter(first.values()))['min_size']} users), tested with Welch's t and Mann-Whitney U; "
+                 "Kruskal-Wallis tests all those groups at once.</p>")
+    for attribute in first:
+        labels = list(groups)
+        head = "".join(f"<th>{html.escape(label)}</th>" for label in ["group", "users", *labels])
+        body = []
+        for position, row in enumerate(first[attribute]["groups"]):
+            cells = []
+            for label in labels:
+                group = groups[label].get(attribute, {}).get("groups", [])
+                entry = group[position] if position < len(group) else None
+                cells.append("-" if entry is None else
+                             f"{entry['mean']:.4f} <small>[{entry['ci95'][0]:.3f}, {entry['ci95'][1]:.3f}]</small>")
+            body.append(f"<tr><td>{html.escape(row['group'])}</td><td>{row['n']}</td>"
+                        + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        gaps = []
+        for label in labels:
+            entry = groups[label].get(attribute, {})
+            gap = entry.get("gap")
+            gaps.append("-" if gap is None else
+                        f"{html.escape(gap['best'])} - {html.escape(gap['worst'])} = {gap['difference']:+.4f} "
+                        f"[{gap['ci95'][0]:+.3f}, {gap['ci95'][1]:+.3f}]; Welch p {gap['welch_p']:.2g}, "
+                        f"MW p {gap['mannwhitney_p']:.2g}; Kruskal p {entry.get('kruskal_p', float('nan')):.2g}")
+        body.append("<tr><td>gap</td><td></td>" + "".join(f"<td style='text-align:left'>{g}</td>" for g in gaps)
+                    + "</tr>")
+        parts += [f"<h3>by {html.escape(attribute)}</h3>", f"<table><tr>{head}</tr>{''.join(body)}</table>"]
+    return parts
+
+
+def _quality_table(report: dict) -> str:
+    rows = []
+    for name, check in report["checks"].items():
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{check['count']:,}</td><td>{check['total']:,} "
+                    f"{html.escape(check['unit'])}</td><td>{check['share']:.2%}</td><td>{check['status']}</td>"
+                    f"<td style='text-align:left'>{html.escape(check['detail'])}</td></tr>")
+    head = "<tr><th>check</th><th>count</th><th>of</th><th>share</th><th>status</th><th>detail</th></tr>"
+    drops = report.get("filters_drop")
+    note = ("" if not drops else "<p>[data.filters] dropped: "
+            + html.escape(", ".join(f"{k} {v:,} rows" for k, v in drops.items())) + "</p>")
+    return (f"<p><code>recloop data check</code> on {html.escape(str(report['dataset']))} as evaluated (after any "
+            "[data.filters] and preprocessing; <code>recloop data check CONFIG</code> checks the raw log).</p>"
+            f"<table>{head}{''.join(rows)}</table>{note}")

@@ -59,6 +59,18 @@ def gini(counts: np.ndarray) -> float:
     return float(np.sum((2 * i - n - 1) * x) / (n * total))
 
 
+def kl_divergence(p: np.ndarray, q: np.ndarray, alpha: float = 0.01) -> np.ndarray:
+    """``KL(p || q~) = sum_c p(c) log(p(c) / q~(c))`` with ``q~ = (1 - alpha) q + alpha p``
+    (Steck's smoothing, so that ``q~ > 0`` wherever ``p > 0``), over the last axis; 0 where
+    ``p(c) = 0``; broadcasts. Shared by calibrated re-ranking and the calibration metric."""
+    p = np.asarray(p, dtype=np.float64)
+    smoothed = (1.0 - alpha) * np.asarray(q, dtype=np.float64) + alpha * p
+    shape = np.broadcast_shapes(p.shape, smoothed.shape)
+    ratio = np.divide(np.broadcast_to(p, shape), smoothed, out=np.ones(shape),
+                      where=(np.broadcast_to(p, shape) > 0) & (smoothed > 0))
+    return (p * np.log(ratio)).sum(axis=-1)
+
+
 WAIT_POLICY = "PASSIVE"
 
 

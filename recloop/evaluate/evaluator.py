@@ -28,6 +28,13 @@ all users.
 
 The sampled protocol (rank the held-out items among ``n_negatives`` random unseen
 items) exists only to compare with papers that used it; it inflates every metric.
+
+Re-ranking (``evaluate(..., rerank=...)``): the top ``candidates`` of every user go,
+with the users' histories, to ``rerank`` (``FairRanker.rerank_users`` of
+:mod:`recloop.rank.fairness`, the algorithm the service runs per request), and the first
+``max(k)`` of each re-ordered row are the list.
+:meth:`Evaluator.candidates` and :meth:`Evaluator.evaluate_candidates` split the two
+steps, so that a sweep over re-ranking settings scores the model once.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recloop.data.features import Features
-from recloop.data.interactions import Interactions
+from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError, closest
 from recloop.evaluate import metrics as M
 from recloop.evaluate.stats import Interval, PairedTest, mean_confidence_interval, paired_test
@@ -50,9 +57,25 @@ from recloop.models.base import Recommender, mask_items, stable_topk
 from recloop.train import distributed as D
 from recloop.utils import make_rng
 
-BEYOND_METRICS = ("coverage", "gini", "diversity", "novelty", "popularity", "long_tail")
+BEYOND_METRICS = ("coverage", "gini", "diversity", "novelty", "popularity", "long_tail", "calibration")
 LIST_LEVEL = ("coverage", "gini")  # one value per run, not per user
 SCORE_BYTES = np.dtype(np.float32).itemsize
+#: ``rerank(item_idx, scores, histories) -> (item_idx, scores)``: ``(users, n)`` candidates best
+#: first (``-1``: none) and the users' :class:`UserHistories`; returns them re-ordered.
+Rerank = Callable[[np.ndarray, np.ndarray, UserHistories], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Candidates:
+    """The best ``n`` unseen items of each evaluated user: ``items``/``scores`` are
+    ``(users, n)`` (``-1`` / ``-inf`` past the catalog), ``population`` the number of
+    users with a target (``users`` may be a sample)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+    population: int
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +90,10 @@ class EvaluationConfig:
         Accuracy metrics among ``hr, recall, precision, ndcg, mrr, map``.
     beyond:
         Beyond-accuracy metrics among ``coverage, gini, diversity, novelty, popularity,
-        long_tail``. ``diversity`` needs item features (``diversity_feature``).
+        long_tail, calibration``. ``diversity`` needs item features (``diversity_feature``);
+        ``calibration`` (Steck's miscalibration: KL of the user's historical category mix
+        against the list's, :func:`recloop.evaluate.metrics.miscalibration`) needs the
+        categorical item feature ``diversity_feature`` too; without it both are skipped.
     protocol:
         ``"full"`` ranks all items; ``"sampled"`` ranks the held-out items among
         ``n_negatives`` uniformly drawn unseen items per user.
@@ -230,17 +256,31 @@ class Evaluator:
         self.distributed = distributed or D.DistributedContext()
 
     def evaluate(self, model: Recommender, target: Interactions, history: Interactions,
-                 train: Interactions | None = None, progress: bool = False) -> EvaluationResult:
+                 train: Interactions | None = None, progress: bool = False, rerank: Rerank | None = None,
+                 candidates: int = 100) -> EvaluationResult:
         """Rank for every user with a ``target`` interaction (or a seeded sample of
         them, ``config.sample_users``).
 
         ``history`` is what the model sees of each user and what gets masked (training
         log for validation; training plus validation for test). ``train`` defines item
         popularity for novelty and popularity metrics (default: ``history``).
+        ``rerank``: re-order each user's best ``candidates`` items before the cut (see
+        the module docstring).
         """
+        start = time.perf_counter()
+        n = max(max(self.config.k), candidates) if rerank is not None else max(self.config.k)
+        found = self.candidates(model, target, history, n, progress)
+        result = self.evaluate_candidates(found, target, history, train, rerank, model=model)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def candidates(self, model: Recommender, target: Interactions, history: Interactions, n: int | None = None,
+                   progress: bool = False) -> Candidates:
+        """The best ``n`` (default ``max(k)``) items of every user with a ``target``
+        (or of the seeded sample), ``history`` masked, as :meth:`evaluate` ranks them."""
         cfg = self.config
         start = time.perf_counter()
-        train = history if train is None else train
+        n = max(cfg.k) if n is None else n
         population = target.active_users()
         users = sample_users(population, cfg.sample_users, cfg.seed)
         target_csr = target.to_csr()
@@ -250,32 +290,51 @@ class Evaluator:
             # This rank's contiguous run of the single-process batches (possibly none).
             mine = np.array_split(np.arange(0, len(users), step), context.world_size)[context.rank]
             first, end = (int(mine[0]), min(int(mine[-1]) + step, len(users))) if len(mine) else (0, 0)
-            hits, lists = self._rank_rows(model, users[first:end], step, target_csr, history, progress)
-            gathered = D.all_gather_objects((hits, lists), context)
-            hits = np.concatenate([part[0] for part in gathered])
-            lists = np.concatenate([part[1] for part in gathered])
+            lists, scores = self._rank_rows(model, users[first:end], step, target_csr, history, progress, n)
+            gathered = D.all_gather_objects((lists, scores), context)
+            lists = np.concatenate([part[0] for part in gathered])
+            scores = np.concatenate([part[1] for part in gathered])
         else:
-            hits, lists = self._rank_rows(model, users, step, target_csr, history, progress)
+            lists, scores = self._rank_rows(model, users, step, target_csr, history, progress, n)
+        return Candidates(users, lists, scores, len(population), time.perf_counter() - start)
+
+    def evaluate_candidates(self, found: Candidates, target: Interactions, history: Interactions,
+                            train: Interactions | None = None, rerank: Rerank | None = None,
+                            model: Recommender | None = None) -> EvaluationResult:
+        """The metrics of the top ``max(k)`` of ``found`` (after ``rerank``, if given),
+        against ``target``; ``model`` supplies diversity vectors when there are no item
+        features."""
+        cfg = self.config
+        start = time.perf_counter()
+        train = history if train is None else train
+        users, k_max = found.users, max(cfg.k)
+        if rerank is None:
+            lists = found.items[:, :k_max].copy()
+        else:
+            lists = rerank_lists(found, history.histories(users), rerank, k_max)
+        if lists.shape[1] < k_max:
+            lists = np.pad(lists, ((0, 0), (0, k_max - lists.shape[1])), constant_values=-1)
+        target_csr = target.to_csr()
+        hits = _is_relevant(lists, target_csr[users])
         n_relevant = np.diff(target_csr.indptr)[users]
 
         per_user: dict[str, np.ndarray] = {}
         for k in cfg.k:
             for name in cfg.metrics:
                 per_user[f"{name}@{k}"] = M.ACCURACY_METRICS[name](hits, n_relevant, k)
-        aggregate = self._beyond_accuracy(model, lists, train, per_user)
+        aggregate = self._beyond_accuracy(model, lists, train, per_user, history, users)
         result = EvaluationResult(users, per_user, aggregate, lists, np.diff(history.user_indptr)[users], cfg,
-                                  population=len(population))
-        result.seconds = time.perf_counter() - start
+                                  population=found.population)
+        result.seconds = found.seconds + time.perf_counter() - start
         return result
 
     def _rank_rows(self, model: Recommender, users: np.ndarray, step: int, target_csr: sp.csr_matrix,
-                   history: Interactions, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The top ``max(k)`` lists of ``users`` (``-1`` past the catalog) and their hits,
+                   history: Interactions, progress: bool, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``n`` items of ``users`` (``-1`` past the catalog) and their scores,
         ranked ``step`` users at a time."""
         cfg, n_items = self.config, target_csr.shape[1]
-        k_max = max(cfg.k)
-        hits = np.zeros((len(users), k_max), dtype=bool)
-        lists = np.full((len(users), k_max), -1, dtype=np.int64)
+        lists = np.full((len(users), n), -1, dtype=np.int64)
+        kept = np.full((len(users), n), -np.inf, dtype=np.float32)
         rng = make_rng(cfg.seed)
         batches = range(0, len(users), step)
         for start_row in tqdm(batches, desc=f"evaluate {model.name}", disable=not progress, leave=False):
@@ -286,20 +345,23 @@ class Evaluator:
                 self._restrict_to_sampled(scores, seen, target_csr[batch], rng)
             if cfg.exclude_known:
                 mask_items(scores, seen.indptr, seen.item_idx)
-            values, items = stable_topk(scores, min(k_max, n_items))
+            values, items = stable_topk(scores, min(n, n_items))
             items = items.numpy()
             items[~torch.isfinite(values).numpy()] = -1
             rows = slice(start_row, start_row + len(batch))
             lists[rows, : items.shape[1]] = items
-            hits[rows, : items.shape[1]] = _is_relevant(items, target_csr[batch])
+            kept[rows, : items.shape[1]] = values.float().numpy()
             del scores, values  # free this block before the next batch allocates its own
-        return hits, lists
+        return lists, kept
 
-    def _beyond_accuracy(self, model: Recommender, lists: np.ndarray, train: Interactions,
-                         per_user: dict[str, np.ndarray]) -> dict[str, float]:
+    def _beyond_accuracy(self, model: Recommender | None, lists: np.ndarray, train: Interactions,
+                         per_user: dict[str, np.ndarray], history: Interactions, users: np.ndarray
+                         ) -> dict[str, float]:
         cfg, n_items = self.config, train.n_items
         counts = train.item_counts()
         vectors = self._diversity_vectors(model) if "diversity" in cfg.beyond else None
+        categories = self._categories(model) if "calibration" in cfg.beyond else None
+        seen = history.to_csr()[users] if categories is not None else None
         aggregate: dict[str, float] = {}
         for k in cfg.k:
             top = lists[:, :k]
@@ -315,12 +377,21 @@ class Evaluator:
                 per_user[f"popularity@{k}"] = M.average_popularity(top, counts)
             if "long_tail" in cfg.beyond:
                 per_user[f"long_tail@{k}"] = M.long_tail_share(top, counts)
+            if categories is not None:
+                per_user[f"calibration@{k}"] = M.miscalibration(top, seen, categories)
         return aggregate
 
-    def _diversity_vectors(self, model: Recommender) -> np.ndarray | sp.spmatrix | None:
+    def _categories(self, model: Recommender | None) -> sp.spmatrix | None:
+        """The ``diversity_feature`` multi-hot item matrix, if the items have it."""
         features = self.item_features if self.item_features is not None else getattr(model, "item_features_", None)
         if features is not None and self.config.diversity_feature in features.categorical:
             return features.categorical[self.config.diversity_feature].matrix
+        return None
+
+    def _diversity_vectors(self, model: Recommender | None) -> np.ndarray | sp.spmatrix | None:
+        categories = self._categories(model)
+        if categories is not None:
+            return categories
         vectors = getattr(model, "item_vectors", None)
         return vectors() if callable(vectors) else None
 
@@ -372,6 +443,19 @@ def validation_metric(model: Recommender, train: Interactions, valid: Interactio
     name, _, cutoff = metric.partition("@")
     evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric))
     return lambda: evaluator.evaluate(model, valid, train)[metric]
+
+
+def rerank_lists(found: Candidates, seen: UserHistories, rerank: Rerank, k: int, chunk: int = 4096) -> np.ndarray:
+    """``(users, k)`` lists: the candidates through ``rerank`` with the users' histories
+    (``seen``, aligned with ``found.users``), ``chunk`` users at a time, cut to ``k``."""
+    lists = np.full((len(found.users), k), -1, dtype=np.int64)
+    for lo in range(0, len(found.users), chunk):
+        rows = np.arange(lo, min(lo + chunk, len(found.users)))
+        start, end = seen.indptr[rows[0]], seen.indptr[rows[-1] + 1]
+        part = UserHistories(seen.indptr[rows[0]:rows[-1] + 2] - start, seen.item_idx[start:end], seen.n_items)
+        items, _ = rerank(found.items[rows], found.scores[rows], part)
+        lists[rows, :min(k, items.shape[1])] = items[:, :k]
+    return lists
 
 
 def sample_users(users: np.ndarray, size: int, seed: int) -> np.ndarray:

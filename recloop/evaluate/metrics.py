@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recloop.utils import gini  # shared with Dataset.describe (the data layer), so it lives below both
+from recloop.utils import gini, kl_divergence  # shared with Dataset.describe (the data layer), so it lives below both
 
 
 def _discounts(k: int) -> np.ndarray:
@@ -120,6 +120,37 @@ def intra_list_diversity(lists: np.ndarray, item_vectors: np.ndarray | sp.spmatr
         pair_sum = sim.sum(axis=(1, 2)) - np.einsum("ukk->u", sim)
         pairs = n * (n - 1)
         out[rows] = np.where(pairs > 0, 1.0 - pair_sum / np.maximum(pairs, 1), 0.0)
+    return out
+
+
+def miscalibration(lists: np.ndarray, history: sp.csr_matrix, categories: sp.spmatrix | np.ndarray,
+                   chunk_users: int = 4096) -> np.ndarray:
+    """Miscalibration C_KL (Steck, RecSys 2018) = KL(p || q~) per user, with
+    ``p(c|u) = mean_{i in history} p(c|i)``, ``q(c|u) = mean_{i in list} p(c|i)``,
+    ``p(c|i) = 1 / |categories(i)|`` for each category of ``i`` and
+    ``q~ = 0.99 q + 0.01 p``. 0 is a list whose mix matches the history's; users whose
+    history has no categorised item score 0.
+
+    ``history``: ``(users, n_items)`` rows aligned with ``lists``; ``categories``: the
+    ``(n_items, n_values)`` multi-hot item matrix (e.g. genres).
+    """
+    matrix = sp.csr_matrix(categories, dtype=np.float64)
+    per_item = np.asarray(matrix.sum(axis=1)).ravel()
+    dist = sp.diags(np.divide(1.0, per_item, out=np.zeros_like(per_item), where=per_item > 0)) @ matrix
+    history = sp.csr_matrix(history, dtype=np.float64)
+    history.data[:] = 1.0
+    out = np.zeros(len(lists))
+    for lo in range(0, len(lists), chunk_users):
+        rows = slice(lo, lo + chunk_users)
+        seen = history[rows]
+        p = np.asarray((seen @ dist).todense())  # (chunk, values)
+        p /= np.maximum(np.diff(seen.indptr), 1)[:, None]
+        top = lists[rows]
+        valid = top >= 0
+        listed = sp.csr_matrix((valid[valid].astype(np.float64), (np.nonzero(valid)[0], top[valid])),
+                               shape=(len(top), matrix.shape[0]))
+        q = np.asarray((listed @ dist).todense()) / np.maximum(valid.sum(axis=1), 1)[:, None]
+        out[rows] = kl_divergence(p, q)
     return out
 
 

@@ -135,7 +135,8 @@ async def recommend(body: RecommendRequest, service: Service, request: Request) 
     """Top-k items for a user (training history plus every event stored so far) or for
     an anonymous list of recent items. Known items are never returned."""
     arguments = {"user_id": body.user_id, "items": body.items, "k": body.k, "exclude": body.exclude,
-                 "filters": body.filters, "diversity": body.diversity, "explain": body.explain, "explore": body.explore}
+                 "filters": body.filters, "diversity": body.diversity, "explain": body.explain, "explore": body.explore,
+                 "calibration": body.calibration, "exposure": body.exposure}
     if service.warm:  # concurrent requests are scored together, in the loop
         return _response(await request.app.state.batcher.recommend(**arguments))
     return _response(await asyncio.to_thread(lambda: service.recommend(**arguments)))

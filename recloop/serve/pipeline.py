@@ -19,6 +19,7 @@ carries the catalog snapshot it was resolved against; every stage answers from i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -42,6 +43,8 @@ class Query:
     explain: bool = False
     explore: bool = True
     similar: bool = False  # items related to one item (no user): reasons say "Similar to"
+    calibration: float | None = None  # Steck's lambda; None: the fairness stage's default
+    exposure: Mapping[str, float] | None = None  # least share per item group; None: the stage's default
 
 
 @dataclass(frozen=True)

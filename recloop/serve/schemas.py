@@ -95,6 +95,13 @@ class RecommendRequest(Body):
                                           description="0 = pure relevance, 1 = most diverse (MMR); default: the server's.")
     explain: StrictBool = Field(False, description="Add reasons to each item.")
     explore: StrictBool = Field(True, description="Let the exploration stage swap in items it is learning about.")
+    calibration: FiniteFloat | None = Field(
+        None, ge=0.0, le=1.0, description="Steck calibration: 0 = the model's order, 1 = the list's category (or "
+                                          "popularity-tier) mix matches the user's history; default: the server's.")
+    exposure: dict[Label, FiniteFloat] | None = Field(
+        None, examples=[{"tail": 0.3}],
+        description="Least share of the list per item group (popularity tiers head/tail, or the server's "
+                    "fairness.groups feature), e.g. {\"tail\": 0.3}; default: the server's.")
 
     @field_validator("filters", mode="before")
     @classmethod

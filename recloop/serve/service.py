@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
@@ -32,6 +32,7 @@ from recloop.serve.coldstart import TextEmbedder, default_text_embedder
 from recloop.serve.events import EVENT_TYPES, Event
 from recloop.serve.explain import ExplainStage
 from recloop.serve.explore import ExploreStage
+from recloop.serve.fairness import FairnessStage
 from recloop.serve.pipeline import Pipeline, Query, Ranked
 from recloop.serve.rerank import RerankStage
 from recloop.serve.settings import ServeSettings, exposure_warning
@@ -69,8 +70,8 @@ def default_pipeline(settings: ServeSettings) -> Pipeline:
     explorer = None
     if settings.explore.method != "none":
         explorer = ExploreStage(settings.explore, max_k=settings.limits.max_k)
-    return Pipeline(settings.pipeline, reranker=RerankStage(settings.rerank), explorer=explorer,
-                    explainer=ExplainStage(settings.explain))
+    return Pipeline(settings.pipeline, reranker=FairnessStage(settings.fairness, RerankStage(settings.rerank)),
+                    explorer=explorer, explainer=ExplainStage(settings.explain))
 
 
 def artifact_stamp(path: str | Path) -> str:
@@ -178,16 +179,20 @@ class RecommendationService:
     # --- reads ----------------------------------------------------------------------------------
     def recommend(self, user_id: str | None = None, items: Sequence[str] | None = None, k: int = 10,
                   exclude: Sequence[str] = (), filters: Mapping[str, Sequence[str]] | None = None,
-                  diversity: float | None = None, explain: bool = False, explore: bool = True) -> RecommendResult:
+                  diversity: float | None = None, explain: bool = False, explore: bool = True,
+                  calibration: float | None = None, exposure: Mapping[str, float] | None = None) -> RecommendResult:
         """Top-``k`` for a user (training history plus live events) or, with ``items``,
-        an anonymous user whose recent items (oldest first) those are."""
-        state, query = self.prepare(user_id, items, k, exclude, filters, diversity, explain, explore)
+        an anonymous user whose recent items (oldest first) those are. ``calibration``
+        and ``exposure`` (least share per item group) override the fairness settings."""
+        state, query = self.prepare(user_id, items, k, exclude, filters, diversity, explain, explore, calibration,
+                                    exposure)
         return self.finish(state, self.pipeline.run(state, query))
 
     def prepare(self, user_id: str | None = None, items: Sequence[str] | None = None, k: int = 10,
                 exclude: Sequence[str] = (), filters: Mapping[str, Sequence[str]] | None = None,
                 diversity: float | None = None, explain: bool = False,
-                explore: bool = True) -> tuple[LiveState, Query]:
+                explore: bool = True, calibration: float | None = None,
+                exposure: Mapping[str, float] | None = None) -> tuple[LiveState, Query]:
         """The checked, resolved query of :meth:`recommend` (everything but the scoring),
         so that :class:`RecommendBatcher` can score many at once."""
         if (user_id is None) == (items is None):
@@ -206,7 +211,25 @@ class RecommendationService:
         else:
             catalog = state.catalog
             view = state.anonymous_view(list(items), catalog)
-        return state, self._query(catalog, view, k, exclude, filters, diversity, explain, explore)
+        query = self._query(catalog, view, k, exclude, filters, diversity, explain, explore)
+        if calibration is not None or exposure is not None:
+            query = replace(query, calibration=calibration, exposure=self._check_exposure(calibration, exposure))
+        return state, query
+
+    @staticmethod
+    def _check_exposure(calibration: float | None, exposure: Mapping[str, float] | None
+                        ) -> dict[str, float] | None:
+        if calibration is not None and not (0.0 <= calibration <= 1.0):
+            raise InvalidRequestError(f"calibration must be between 0 and 1, got {calibration}")
+        if exposure is None:
+            return None
+        for group, share in exposure.items():
+            if not (0.0 <= share <= 1.0):
+                raise InvalidRequestError(f"exposure.{group} must be between 0 and 1, got {share}")
+        if sum(exposure.values()) > 1.0 + 1e-9:
+            raise InvalidRequestError(f"exposure shares add up to {sum(exposure.values()):.3g} > 1: no list can "
+                                      "satisfy them all")
+        return {str(group): float(share) for group, share in exposure.items()}
 
     def finish(self, state: LiveState, ranked: Ranked) -> RecommendResult:
         return RecommendResult(self._recommendations(ranked), ranked.source, state.model.name, state.generation)

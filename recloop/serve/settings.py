@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from recloop.errors import ConfigError
+from recloop.rank.fairness import FairnessConfig
 from recloop.serve.events import EventPolicy
 from recloop.serve.explain import ExplainConfig
 from recloop.serve.explore import ExploreConfig
@@ -71,7 +72,8 @@ class ServeSettings:
     ``text_model``: the text encoder for cold items (default: the bundled MiniLM);
     ``text_cache``: its embedding cache folder (default ``~/.cache/recloop/embeddings``).
     ``torch_threads``: intra-op threads per process (1: requests run in parallel
-    instead). ``host``/``port``/``workers``: for ``recloop serve``.
+    instead). ``host``/``port``/``workers``: for ``recloop serve``. ``fairness``:
+    calibration and an exposure quota per item group (:mod:`recloop.serve.fairness`).
     """
 
     artifact: str
@@ -92,6 +94,7 @@ class ServeSettings:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
