@@ -27,6 +27,7 @@ from recloop.errors import ConfigError
 from recloop.serve.events import EventPolicy
 from recloop.serve.explain import ExplainConfig
 from recloop.serve.explore import ExploreConfig
+from recloop.serve.online import OnlineConfig
 from recloop.serve.pipeline import PipelineConfig
 from recloop.serve.rerank import RerankConfig
 from recloop.serve.retrieval import RetrievalConfig
@@ -92,6 +93,7 @@ class ServeSettings:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
