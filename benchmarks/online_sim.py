@@ -179,6 +179,49 @@ def decisions(db: str | Path, part: str, grid: Sequence[int], expected: str, alp
     return {"users_to_decision": decided, "users": len(order), "points": points, "report": final}
 
 
+def power_curve(db: str | Path, part: str, grid: Sequence[int], expected: str, draws: int = 200,
+                alpha: float = 0.05, seed: int = 0) -> dict:
+    """For each N of ``grid``: the share of ``draws`` random sets of N simulated users (drawn
+    without replacement from the run's users) on which the test picks ``expected`` at
+    p < alpha; and the smallest N where that power reaches 80%. Drawing users, not
+    looking at the first N, makes this a property of the method rather than of one order."""
+    from recloop.evaluate.online import ab_test, sign_test, user_preferences
+    from recloop.serve.impressions import ImpressionLog
+    from recloop.serve.online_report import user_counts
+    from recloop.serve.store import open_store
+
+    with open_store(db) as store, ImpressionLog(store) as log:
+        counts = user_counts(log.impressions(), log.attributions(["click"]), ["click"], control=expected)
+    rng = np.random.default_rng(seed)
+    if part == "split":
+        arms = counts["split"]
+        names = list(arms)
+        rows = np.concatenate([arms[n] for n in names])
+        arm = np.concatenate([np.full(len(arms[n]), j) for j, n in enumerate(names)])
+    else:
+        rows, names = counts["interleaving"]["wins"], counts["interleaving"]["arms"]
+    assert names[0] == expected, names
+    power = {}
+    for n in grid:
+        if n > len(rows):
+            continue
+        good = 0
+        for _ in range(draws):
+            pick = rng.choice(len(rows), n, replace=False)
+            if part == "split":
+                a, b = rows[pick][arm[pick] == 0], rows[pick][arm[pick] == 1]
+                if len(a) < 2 or len(b) < 2:
+                    continue
+                test = ab_test(a[:, 1], a[:, 0], b[:, 1], b[:, 0], resamples=0)
+                good += test.pvalue < alpha and test.difference.mean < 0  # the control (expected) wins
+            else:
+                prefer_a, prefer_b, ties = user_preferences(rows[pick, 0], rows[pick, 1])
+                good += sign_test(prefer_a, prefer_b, ties).pvalue < alpha and prefer_a > prefer_b
+        power[n] = good / draws
+    needed = next((n for n, p in power.items() if p >= 0.8), None)
+    return {"power": power, "users_for_80_power": needed}
+
+
 # --- the benchmark -------------------------------------------------------------------------------
 def ensure_artifact(train_config: str, artifact: Path, model: str | None = None) -> Path:
     from serve_load import env
@@ -200,12 +243,34 @@ def offline_ndcg(artifact: Path) -> float | None:
     return found.get("ndcg@10") if isinstance(found, dict) else None
 
 
-def run_mode(config: dict, mode: str, seed: int, arms: dict[str, Path], preferences, out: Path) -> dict:
-    """One server in ``mode``, every simulated user; the decision analysis of its log."""
-    from serve_load import free_port, start, stop
-
+def run_mode(config: dict, mode: str, seed: int, arms: dict[str, Path], preferences, out: Path,
+             reuse: bool = False) -> dict:
+    """One server in ``mode``, every simulated user; the decision analysis of its log
+    (with ``reuse``, of the log an earlier run left, without simulating again)."""
     names = list(arms)
     db = out / f"{mode}-{seed}.db"
+    if reuse:  # the simulation's counts from the earlier run's results, when there
+        earlier = out / "results.json"
+        runs = json.loads(earlier.read_text())["runs"] if earlier.is_file() else []
+        found = next((r for r in runs if r["mode"] == mode and r["seed"] == seed), {})
+        totals = {key: found[key] for key in ("users", "requests", "clicks", "relevant_clicks") if key in found}
+        seconds = found.get("seconds", float("nan"))
+    else:
+        totals, seconds = _simulate_mode(config, mode, seed, arms, names, preferences, out, db)
+    part = "split" if mode == "ab" else "interleaving"
+    result = decisions(db, part, config["grid"], config["expected_winner"], config.get("alpha", 0.05))
+    result |= power_curve(db, part, config["grid"], config["expected_winner"], config.get("power_draws", 200),
+                          config.get("alpha", 0.05), seed)
+    test = result["report"][part]["test"]
+    print(f"seed {seed} {mode:<10}: {totals.get('requests')} requests, {totals.get('clicks')} clicks in {seconds:.0f}s; "
+          f"users to decision {result['users_to_decision']}, for 80% power {result['users_for_80_power']}; "
+          f"all {result['users']} users: p = {test['p']:.3g}, winner {test['winner']}", file=sys.stderr)
+    return {"mode": mode, "seed": seed, "seconds": seconds, **totals, **result}
+
+
+def _simulate_mode(config, mode, seed, arms, names, preferences, out, db):
+    from serve_load import free_port, start, stop
+
     db.unlink(missing_ok=True)
     port = free_port()
     extra = ["--set", f"online.mode={mode}", "--set", f"online.artifact={arms[names[1]]}",
@@ -221,13 +286,7 @@ def run_mode(config: dict, mode: str, seed: int, arms: dict[str, Path], preferen
         seconds = time.perf_counter() - start_time
     finally:
         stop(process)
-    part = "split" if mode == "ab" else "interleaving"
-    result = decisions(db, part, config["grid"], config["expected_winner"], config.get("alpha", 0.05))
-    test = result["report"][part]["test"]
-    print(f"seed {seed} {mode:<10}: {totals['requests']} requests, {totals['clicks']} clicks in {seconds:.0f}s; "
-          f"users to decision {result['users_to_decision']}; all {result['users']} users: p = {test['p']:.3g}, "
-          f"winner {test['winner']}", file=sys.stderr)
-    return {"mode": mode, "seed": seed, "seconds": seconds, **totals, **result}
+    return totals, seconds
 
 
 def grid_of(spec: dict) -> list[int]:
@@ -240,6 +299,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="*", default=None, help="override the config's seeds")
     parser.add_argument("--output", default=None, help="folder for the databases and results.json")
     parser.add_argument("--data-dir", default=None, help="datasets folder (default: $RECLOOP_DATA_DIR)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="analyse the stores an earlier run left in the output folder; simulate nothing")
     args = parser.parse_args(argv)
     import os
 
@@ -251,16 +312,19 @@ def main(argv: list[str] | None = None) -> dict:
             for name, spec in config["arms"].items()}
     preferences = hidden_preferences(ROOT / config["arms"][config["expected_winner"]]["train_config"],
                                      args.data_dir or os.environ.get("RECLOOP_DATA_DIR") or tempfile.gettempdir())
-    runs = [run_mode(config, mode, seed, arms, preferences, out)
+    runs = [run_mode(config, mode, seed, arms, preferences, out, args.reuse)
             for seed in (args.seeds or config["seeds"]) for mode in ("ab", "interleave")]
     summary = {}
     for mode in ("ab", "interleave"):
-        found = [r["users_to_decision"] for r in runs if r["mode"] == mode]
-        decided = [n for n in found if n is not None]
-        summary[mode] = {"users_to_decision": found,
-                         "median": statistics.median(decided) if len(decided) == len(found) else None}
-    ab, il = summary["ab"]["median"], summary["interleave"]["median"]
-    summary["ratio"] = ab / il if ab and il else None
+        summary[mode] = {}
+        for key in ("users_to_decision", "users_for_80_power"):
+            found = [r[key] for r in runs if r["mode"] == mode]
+            decided = [n for n in found if n is not None]
+            summary[mode][key] = found
+            summary[mode][f"median_{key}"] = statistics.median(decided) if len(decided) == len(found) else None
+    for key in ("users_to_decision", "users_for_80_power"):
+        ab, il = summary["ab"][f"median_{key}"], summary["interleave"][f"median_{key}"]
+        summary[f"ratio_{key}"] = ab / il if ab and il else None
     summary["offline_ndcg@10"] = {name: offline_ndcg(path) for name, path in arms.items()}
     (out / "results.json").write_text(json.dumps({"config": config, "summary": summary, "runs": [
         {k: v for k, v in r.items() if k != "report"} | {"report": r["report"]} for r in runs]}, indent=1))

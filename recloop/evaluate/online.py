@@ -87,10 +87,10 @@ def ab_test(clicks_a: np.ndarray, impressions_a: np.ndarray, clicks_b: np.ndarra
 def _bootstrap_difference(clicks_a, impressions_a, clicks_b, impressions_b, level: float, resamples: int,
                           seed: int) -> Interval:
     """Resample users with replacement within each arm; percentile interval of the
-    difference of the ratios."""
+    difference of the ratios (NaN with ``resamples = 0``)."""
     ca, na = np.asarray(clicks_a, np.float64), np.asarray(impressions_a, np.float64)
     cb, nb = np.asarray(clicks_b, np.float64), np.asarray(impressions_b, np.float64)
-    if len(ca) < 2 or len(cb) < 2 or na.sum() == 0 or nb.sum() == 0:
+    if len(ca) < 2 or len(cb) < 2 or na.sum() == 0 or nb.sum() == 0 or resamples == 0:
         nan = float("nan")
         return Interval(nan, nan, nan, len(ca) + len(cb))
     rng = np.random.default_rng(seed)

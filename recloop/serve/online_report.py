@@ -69,9 +69,8 @@ def _positions(impressions: Sequence[Impression]) -> int:
     return max((len(i.items) for i in impressions), default=0)
 
 
-def _split_report(impressions: Sequence[Impression], clicked: dict[str, set[int]], control: str | None,
-                  level: float) -> dict:
-    """Answers each given by one arm: a row per arm, and the A/B test of two arms."""
+def _split_counts(impressions: Sequence[Impression], clicked: dict[str, set[int]]):
+    """Per arm: per user [impressions, impressions with a click]; and clicks per position."""
     k = _positions(impressions)
     users: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     clicks_at: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(k, np.int64))
@@ -82,6 +81,13 @@ def _split_report(impressions: Sequence[Impression], clicked: dict[str, set[int]
         row[1] += bool(positions)
         for p in positions:
             clicks_at[i.arm][p] += 1
+    return users, clicks_at
+
+
+def _split_report(impressions: Sequence[Impression], clicked: dict[str, set[int]], control: str | None,
+                  level: float) -> dict:
+    """Answers each given by one arm: a row per arm, and the A/B test of two arms."""
+    users, clicks_at = _split_counts(impressions, clicked)
     names = _order(list(users), control)
     arms = [_arm_row(n, users[n], clicks_at[n], int(clicks_at[n].sum()), level) for n in names]
     report = {"kind": "ab" if len(names) == 2 else "single", "arms": arms, "test": None}
@@ -100,13 +106,11 @@ def _split_report(impressions: Sequence[Impression], clicked: dict[str, set[int]
     return report
 
 
-def _interleaved_report(impressions: Sequence[Impression], clicked: dict[str, set[int]], control: str | None,
-                        level: float) -> dict:
-    """Interleaved answers: per-team credit, impression wins, per-user preferences."""
+def _interleaved_counts(impressions: Sequence[Impression], clicked: dict[str, set[int]], names: list[str]):
+    """Per team: per user [impressions, impressions where the team got a click] and clicks
+    per position; per user, impressions won by ``names[0]`` and ``names[1]``; and
+    impressions won by each and tied."""
     k = _positions(impressions)
-    names = _order(sorted({t for i in impressions for t in (i.teams or ())}), control)
-    if len(names) != 2:
-        return {"kind": "interleaving", "arms": [], "test": None}
     users = {n: defaultdict(lambda: [0, 0]) for n in names}
     clicks_at = {n: np.zeros(k, np.int64) for n in names}
     wins: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # per user: impressions won by names[0], names[1]
@@ -130,6 +134,16 @@ def _interleaved_report(impressions: Sequence[Impression], clicked: dict[str, se
         else:
             wins.setdefault(key, [0, 0])  # a user with ties only has no preference
             won[2] += 1
+    return users, clicks_at, wins, won
+
+
+def _interleaved_report(impressions: Sequence[Impression], clicked: dict[str, set[int]], control: str | None,
+                        level: float) -> dict:
+    """Interleaved answers: per-team credit, impression wins, per-user preferences."""
+    names = _order(sorted({t for i in impressions for t in (i.teams or ())}), control)
+    if len(names) != 2:
+        return {"kind": "interleaving", "arms": [], "test": None}
+    users, clicks_at, wins, won = _interleaved_counts(impressions, clicked, names)
     arms = [_arm_row(n, users[n], clicks_at[n], int(clicks_at[n].sum()), level) for n in names]
     per_user = np.asarray(list(wins.values()), dtype=np.int64).reshape(-1, 2)
     prefer_a, prefer_b, ties = user_preferences(per_user[:, 0], per_user[:, 1])
@@ -186,6 +200,24 @@ def _finite(node):
     if isinstance(node, float | np.floating):
         return float(node) if math.isfinite(node) else None
     return node
+
+
+def user_counts(impressions: Sequence[Impression], attributions: Sequence[Attribution],
+                click_types: Sequence[str] = DEFAULT_CLICK_TYPES, control: str | None = None) -> dict:
+    """What the tests of :func:`build_report` take, one row per user: ``split`` maps each
+    arm to ``(users, 2)`` [impressions, clicked impressions]; ``interleaving`` gives the
+    arms and ``(users, 2)`` impressions won by each. For power analyses (resampling users)."""
+    clicked, _ = _clicked_positions(impressions, [a for a in attributions if a.type in set(click_types)])
+    split = [i for i in impressions if i.arm != INTERLEAVED]
+    merged = [i for i in impressions if i.arm == INTERLEAVED and i.teams]
+    users, _ = _split_counts(split, clicked)
+    out: dict = {"split": {n: np.asarray(list(users[n].values()), dtype=np.int64).reshape(-1, 2)
+                           for n in _order(list(users), control)}, "interleaving": None}
+    names = _order(sorted({t for i in merged for t in (i.teams or ())}), control)
+    if len(names) == 2:
+        wins = _interleaved_counts(merged, clicked, names)[2]
+        out["interleaving"] = {"arms": names, "wins": np.asarray(list(wins.values()), dtype=np.int64).reshape(-1, 2)}
+    return out
 
 
 def read_report(log, click_types: Sequence[str] = DEFAULT_CLICK_TYPES, control: str | None = None,
