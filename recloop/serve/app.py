@@ -270,7 +270,7 @@ def reload(service: Service, metrics: Annotated[ServeMetrics, Depends(get_metric
     return result
 
 
-@operations.get("/online-report", responses=errors(401), dependencies=[Depends(require_api_key)])
+@operations.get("/online-report", responses=errors(401, 422), dependencies=[Depends(require_api_key)])
 async def online_report_endpoint(request: Request, types: str = ",".join(DEFAULT_CLICK_TYPES)) -> dict:
     """Per experiment arm: users, impressions, click-through rate with its interval,
     clicks at each position, and the significance test (``recloop online-report``)."""

@@ -145,7 +145,10 @@ class ImpressionLog:
             connection = sqlite3.connect(self.store.path, timeout=30.0, isolation_level=None,
                                          check_same_thread=False)
             connection.execute("PRAGMA busy_timeout=30000")
-            connection.execute(f"PRAGMA synchronous={getattr(self.store, '_synchronous', 'FULL')}")
+            # No fsync per commit: these rows are a statistic, and the event each attribution
+            # names is already durable in the event log (at the store's own setting). NORMAL
+            # in WAL mode survives a killed process; a power loss may lose the last commits.
+            connection.execute("PRAGMA synchronous=NORMAL")
             for statement in (*_SCHEMA["sqlite"], *_INDEXES):
                 connection.execute(statement)
             return connection
