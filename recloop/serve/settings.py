@@ -72,7 +72,8 @@ class ServeSettings:
     ``text_model``: the text encoder for cold items (default: the bundled MiniLM);
     ``text_cache``: its embedding cache folder (default ``~/.cache/recloop/embeddings``).
     ``torch_threads``: intra-op threads per process (1: requests run in parallel
-    instead). ``host``/``port``/``workers``: for ``recloop serve``.
+    instead). ``host``/``port``/``workers``: for ``recloop serve``. ``online``: impression
+    logging and a second arm for A/B tests or interleaving (:mod:`recloop.serve.online`).
     """
 
     artifact: str
