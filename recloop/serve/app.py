@@ -63,7 +63,7 @@ from recloop.serve.schemas import (
     ReloadResponse,
     SearchResponse,
 )
-from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendBatcher, RecommendResult
+from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendResult
 from recloop.serve.settings import ENV_VAR, Limits, ServeSettings
 from recloop.serve.store import ItemExistsError
 from recloop.utils import configure_threads
@@ -421,7 +421,6 @@ def create_app(settings: ServeSettings, service_factory=None) -> FastAPI:
             configure_threads(settings.torch_threads, wait_policy=None)
         service = await asyncio.to_thread(factory, app.state.settings)
         app.state.service = service
-        app.state.batcher = RecommendBatcher(service)
         app.state.router = await asyncio.to_thread(OnlineRouter, app.state.settings.online, service, factory)
         log.info("serving %s (%s, %d items)", app.state.settings.artifact, service.state.model.name,
                  len(service.state.catalog))

@@ -46,20 +46,22 @@ def test_simulated_users_make_the_interleaving_report_pick_ease(split_artifacts,
     process = start_server(ease, db, port, "--set", "online.mode=interleave", "--set", f"online.artifact={popular}",
                            "--set", "online.arm_a=ease", "--set", "online.arm_b=popular", "--set", "online.seed=0",
                            log_path=tmp_path / "server.log")
-    clicks = ClickModel(propensity_a=2.0, propensity_b=2.0, noise=0.1)  # keen users: a quick decision
-    users = make_users(preferences, clicks, seed=0, limit=40)
+    clicks = ClickModel(propensity_a=8.0, propensity_b=2.0, noise=0.1)  # keen users (mean 0.8): a quick decision
+    users = make_users(preferences, clicks, seed=0, limit=60)
     try:
-        wait_healthy(process, f"http://127.0.0.1:{port}")
-        totals = simulate(f"http://127.0.0.1:{port}", users, clicks, sessions=3, k=10, seed=0, concurrency=4)
+        wait_healthy(process, f"http://127.0.0.1:{port}", timeout=300)  # a loaded machine loads two models slowly
+        # One user at a time: the server's interleaving coins then fall in a fixed order, so
+        # the run is the same every time (with more, the order of requests varies).
+        totals = simulate(f"http://127.0.0.1:{port}", users, clicks, sessions=3, k=10, seed=0, concurrency=1)
     finally:
         stop_server(process)
-    assert totals["requests"] == 120 and totals["clicks"] > 20
-    result = decisions(db, "interleaving", [10, 20, 30, 40], expected="ease")
+    assert totals["requests"] == 180 and totals["clicks"] > 60
+    result = decisions(db, "interleaving", [10, 20, 30, 40, 50, 60], expected="ease")
     report = result["report"]
-    assert report["impressions"] == 120 and result["users"] == 40
+    assert report["impressions"] == 180 and result["users"] == 60
     section = report["interleaving"]
     assert sum(arm["clicks"] for arm in section["arms"]) == totals["clicks"]  # every click attributed
     test = section["test"]
     assert test["winner"] == "ease" and test["p"] < 0.05
-    assert test["impressions_won"]["ease"] > 2 * test["impressions_won"]["popular"]
-    assert result["users_to_decision"] is not None and result["users_to_decision"] <= 40
+    assert test["impressions_won"]["ease"] > 1.5 * test["impressions_won"]["popular"]
+    assert result["users_to_decision"] is not None and result["users_to_decision"] <= 60
