@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=os.environ.get("RECLOOP_API_KEY"),
                    help="API key for --reload (default: $RECLOOP_API_KEY)")
     policy_options(p)
+
+    p = sub.add_parser("online-report", help="per experiment arm: users, impressions, CTR with intervals, clicks "
+                                             "per position, and the A/B or interleaving significance test")
+    p.add_argument("--db", required=True, help="the service's event store (file path, sqlite:/// or postgresql:// URL)")
+    p.add_argument("--types", default="click,purchase", help="event types that count as clicks (default click,purchase)")
+    p.add_argument("--control", default=None, help="the control arm's name (default: the first by name)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of intervals (default 0.95)")
+    p.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here ('-': stdout only)")
     return parser
 
 
@@ -665,3 +673,27 @@ def _ask_reload(url: str, path: Path, api_key: str | None) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+@command("online-report")
+def cmd_online_report(args) -> int:
+    from urllib.parse import urlparse
+
+    from recloop.serve.impressions import ImpressionLog
+    from recloop.serve.online_report import format_report, read_report
+    from recloop.serve.store import open_store
+
+    if urlparse(str(args.db)).scheme in ("", "sqlite") and not Path(str(args.db).removeprefix("sqlite:///")).is_file():
+        raise RecloopError(f"no event store at {args.db}: give the --db that `recloop serve` wrote to")
+    if not 0 < args.level < 1:
+        raise RecloopError(f"--level must be between 0 and 1, got {args.level}")
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    with open_store(args.db) as store, ImpressionLog(store) as log:
+        report = read_report(log, types, args.control, args.level)
+    if args.json_path == "-":
+        print(json.dumps(report, indent=2))
+        return 0
+    print(format_report(report))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
+    return 0

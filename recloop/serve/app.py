@@ -44,7 +44,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from recloop import __version__
 from recloop.errors import DataError, RecloopError, UnknownIdError
 from recloop.serve.events import Event
+from recloop.serve.impressions import new_request_id
 from recloop.serve.metrics import MetricsMiddleware, ServeMetrics
+from recloop.serve.online_report import DEFAULT_CLICK_TYPES
+from recloop.serve.router import OnlineRouter, attribution
 from recloop.serve.schemas import (
     ErrorResponse,
     EventBatch,
@@ -60,7 +63,7 @@ from recloop.serve.schemas import (
     ReloadResponse,
     SearchResponse,
 )
-from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendBatcher, RecommendResult
+from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendResult
 from recloop.serve.settings import ENV_VAR, Limits, ServeSettings
 from recloop.serve.store import ItemExistsError
 from recloop.utils import configure_threads
@@ -118,12 +121,12 @@ def errors(*codes: int, **descriptions: str) -> dict:
             for code in codes}
 
 
-def _response(result: RecommendResult) -> JSONResponse:
+def _response(result: RecommendResult, **extra) -> JSONResponse:
     """The answer as JSON, built directly: the hot path skips re-validating what the
     service produced against ``RecommendResponse`` (which still documents it)."""
     return JSONResponse({"items": [{"item_id": r.item_id, "score": r.score, "reasons": r.reasons, "title": r.title,
                                     "explored": r.explored} for r in result.items],
-                         "source": result.source, "model": result.model, "generation": result.generation})
+                         "source": result.source, "model": result.model, "generation": result.generation, **extra})
 
 
 # --- routers --------------------------------------------------------------------------------------
@@ -133,13 +136,15 @@ recommendations = APIRouter(tags=["recommendations"])
 @recommendations.post("/recommend", response_model=RecommendResponse, responses=errors(400, 404, 413, 422))
 async def recommend(body: RecommendRequest, service: Service, request: Request) -> JSONResponse:
     """Top-k items for a user (training history plus every event stored so far) or for
-    an anonymous list of recent items. Known items are never returned."""
+    an anonymous list of recent items. Known items are never returned. The answer's
+    ``request_id`` attributes later events to it; it is logged as an impression, by the
+    experiment arm that gave it (``online`` settings)."""
     arguments = {"user_id": body.user_id, "items": body.items, "k": body.k, "exclude": body.exclude,
                  "filters": body.filters, "diversity": body.diversity, "explain": body.explain, "explore": body.explore,
                  "calibration": body.calibration, "exposure": body.exposure}
-    if service.warm:  # concurrent requests are scored together, in the loop
-        return _response(await request.app.state.batcher.recommend(**arguments))
-    return _response(await asyncio.to_thread(lambda: service.recommend(**arguments)))
+    request_id = new_request_id()
+    result, arm = await request.app.state.router.recommend(arguments, request_id)
+    return _response(result, request_id=request_id, arm=arm)
 
 
 async def _run(service: RecommendationService, function, **kwargs):
@@ -203,10 +208,11 @@ events = APIRouter(tags=["events"])
 
 @events.post("/events", response_model=EventsResponse, responses=errors(400, 401, 404, 413, 422, 503),
              dependencies=[Depends(require_api_key)])
-async def post_events(body: EventsBody, service: Service,
+async def post_events(body: EventsBody, service: Service, request: Request,
                       metrics: Annotated[ServeMetrics, Depends(get_metrics)]) -> dict:
     """Store one event, a list, or ``{"events": [...]}``. The answer comes only after
-    they are durably committed; the same user's next ``/recommend`` reflects them."""
+    they are durably committed; the same user's next ``/recommend`` reflects them. An
+    event with the ``request_id`` of a ``/recommend`` answer is also attributed to it."""
     raw = [body] if isinstance(body, EventIn) else body.events if isinstance(body, EventBatch) else body
     batch = [Event(e.user_id, e.item_id, e.type, e.value, e.unix_time(), e.event_id) for e in raw]
     try:
@@ -215,8 +221,11 @@ async def post_events(body: EventsBody, service: Service,
         if isinstance(error, ItemExistsError):
             raise
         raise InvalidRequestError(str(error)) from None
+    linked = attribution(request.app.state.router, raw, batch)  # events naming the answer they came from
     try:
         new = await asyncio.wrap_future(future)
+        if linked is not None:
+            await asyncio.wrap_future(linked)
     except Exception as error:
         log.exception("event store write failed")
         raise HTTPException(503, f"the event store failed; the events were not stored: {error}") from None
@@ -260,6 +269,13 @@ def reload(service: Service, metrics: Annotated[ServeMetrics, Depends(get_metric
                            f"{_shorten(reason, 1000)}; still serving {service.state.path}")
     metrics.reloads.inc()
     return result
+
+
+@operations.get("/online-report", responses=errors(401, 422), dependencies=[Depends(require_api_key)])
+async def online_report_endpoint(request: Request, types: str = ",".join(DEFAULT_CLICK_TYPES)) -> dict:
+    """Per experiment arm: users, impressions, click-through rate with its interval,
+    clicks at each position, and the significance test (``recloop online-report``)."""
+    return await asyncio.to_thread(request.app.state.router.report, [t for t in types.split(",") if t.strip()])
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -420,12 +436,13 @@ def create_app(settings: ServeSettings, service_factory=None) -> FastAPI:
             configure_threads(settings.torch_threads, wait_policy=None)
         service = await asyncio.to_thread(factory, app.state.settings)
         app.state.service = service
-        app.state.batcher = RecommendBatcher(service)
+        app.state.router = await asyncio.to_thread(OnlineRouter, app.state.settings.online, service, factory)
         log.info("serving %s (%s, %d items)", app.state.settings.artifact, service.state.model.name,
                  len(service.state.catalog))
         try:
             yield
         finally:
+            await asyncio.to_thread(app.state.router.close)
             await asyncio.to_thread(service.close)
 
     app = FastAPI(title="recloop", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,

@@ -125,6 +125,10 @@ class RecommendResponse(BaseModel):
     source: str = Field(description="How scores were made: model, content (cold items only) or popularity.")
     model: str
     generation: int = Field(description="Model version counter; grows by one per reload.")
+    request_id: str | None = Field(None, description="This answer's id: send it with the feedback events it leads to "
+                                                     "(`POST /events`), so that they are attributed to it.")
+    arm: str | None = Field(None, description="The experiment arm that answered (`interleaved`: both arms' lists "
+                                              "merged).")
 
 
 _DATETIME = TypeAdapter(datetime)
@@ -185,6 +189,8 @@ class EventIn(Body):
         None, description="Unix seconds or ISO 8601 (without a zone: UTC), from 1970-01-01 to before 3000-01-01; "
                           "default: the server's clock.")
     event_id: Id | None = Field(None, description="Client key: an event retried with the same key is stored once.")
+    request_id: Id | None = Field(None, description="The `request_id` of the `/recommend` answer that showed the "
+                                                    "item: attributes the event to that answer (online report).")
 
     def unix_time(self) -> float | None:
         return self.time

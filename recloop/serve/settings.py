@@ -28,6 +28,7 @@ from recloop.rank.fairness import FairnessConfig
 from recloop.serve.events import EventPolicy
 from recloop.serve.explain import ExplainConfig
 from recloop.serve.explore import ExploreConfig
+from recloop.serve.online import OnlineConfig
 from recloop.serve.pipeline import PipelineConfig
 from recloop.serve.rerank import RerankConfig
 from recloop.serve.retrieval import RetrievalConfig
@@ -74,6 +75,8 @@ class ServeSettings:
     ``torch_threads``: intra-op threads per process (1: requests run in parallel
     instead). ``host``/``port``/``workers``: for ``recloop serve``. ``fairness``:
     calibration and an exposure quota per item group (:mod:`recloop.serve.fairness`).
+    ``online``: impression logging and a second arm for A/B tests or interleaving
+    (:mod:`recloop.serve.online`).
     """
 
     artifact: str
@@ -95,6 +98,7 @@ class ServeSettings:
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -127,3 +127,26 @@ def test_api_docs_render_without_the_internet(browser, server):
     summaries = page.locator(".opblock-summary-path").all_inner_texts()
     assert "/recommend" in summaries and "/events" in summaries
     assert not remote, remote
+
+
+@pytest.mark.slow
+def test_the_online_panel_shows_the_report_of_the_pages_own_clicks(browser, server):
+    """A like on a recommended item carries the answer's request id: the panel's table
+    (GET /online-report) counts it at the item's position."""
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server)
+    version = wait_for_refresh(page, 0)
+    page.fill("#user-id", "1")  # a user of the model
+    page.dispatch_event("#user-id", "change")
+    version = wait_for_refresh(page, version)
+    assert "arm A" in page.locator("#source").inner_text()
+    page.locator("#recs > li").nth(2).locator("button.like").click()  # the third position
+    wait_for_refresh(page, version)
+    page.locator("#online-panel summary").click()
+    page.wait_for_selector("#online-table tbody tr")
+    cells = page.locator("#online-table tbody tr").first.locator("td").all_inner_texts()
+    assert cells[1] == "A" and int(cells[3]) >= 2 and int(cells[4]) == 1  # arm, impressions, clicks
+    assert cells[7].split()[:3] == ["0", "0", "1"]  # clicks at positions 1, 2, 3
+    assert not errors, errors

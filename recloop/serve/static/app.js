@@ -60,6 +60,7 @@ function itemRow(item, { score, reasons, explored } = {}) {
 async function sendEvent(row, item, type, value) {
   const event = { user_id: state.userId, item_id: item.item_id, type };
   if (value !== undefined) event.value = value;
+  if (item.request_id) event.request_id = item.request_id; // attributes it to the answer that showed it
   try {
     await api("POST", "/events", event);
   } catch (error) {
@@ -106,8 +107,10 @@ async function refresh() {
     data.source = "popular, until you give feedback";
   }
   const recs = $("#recs");
-  recs.replaceChildren(...data.items.map((r) => itemRow({ item_id: r.item_id, title: r.title }, r)));
-  $("#source").textContent = `(${data.source}, model ${data.model} v${data.generation})`;
+  recs.replaceChildren(...data.items.map(
+    (r) => itemRow({ item_id: r.item_id, title: r.title, request_id: data.request_id }, r)));
+  $("#source").textContent = `(${data.source}, model ${data.model} v${data.generation}` +
+    (data.arm ? `, arm ${data.arm})` : ")");
   state.refreshes += 1;
   recs.dataset.version = String(state.refreshes);
 }
@@ -122,6 +125,48 @@ async function loadFilters() {
       select.appendChild(option);
     }
   } catch (error) { /* the catalog has no genres: keep "any" */ }
+}
+
+function number(value, digits = 3) {
+  return value === null || value === undefined ? "-" : value.toFixed(digits);
+}
+
+async function onlineReport() {
+  // The same table as `recloop online-report` (GET /online-report; needs the API key when one is set).
+  let report;
+  try {
+    report = await api("GET", "/online-report");
+  } catch (error) {
+    $("#online-summary").textContent = error.message;
+    return;
+  }
+  const rows = [];
+  const tests = [];
+  for (const [part, title] of [["split", "one arm"], ["interleaving", "interleaved"]]) {
+    const section = report[part];
+    if (!section) continue;
+    for (const arm of section.arms) {
+      const tr = document.createElement("tr");
+      const cells = [title, arm.arm, arm.users, arm.impressions, arm.clicks, number(arm.ctr),
+                     `${number(arm.ctr_low)} – ${number(arm.ctr_high)}`, arm.clicks_at.slice(0, 10).join(" ")];
+      for (const value of cells) {
+        const td = document.createElement("td");
+        td.textContent = String(value);
+        tr.appendChild(td);
+      }
+      rows.push(tr);
+    }
+    const test = section.test;
+    if (test) {
+      const li = document.createElement("li");
+      li.textContent = `${title}: ${test.name}: p = ${test.p.toPrecision(3)}; ` +
+        (test.winner ? `winner ${test.winner}` : "no significant difference");
+      tests.push(li);
+    }
+  }
+  $("#online-table tbody").replaceChildren(...rows);
+  $("#online-tests").replaceChildren(...tests);
+  $("#online-summary").textContent = `${report.impressions} impressions`;
 }
 
 function setUser(id) {
@@ -143,6 +188,8 @@ $("#api-key").addEventListener("change", (e) => {
   localStorage.setItem("recloop.key", state.apiKey);
 });
 $("#diversity").addEventListener("change", refresh);
+$("#online-panel").addEventListener("toggle", (e) => { if (e.target.open) onlineReport(); });
+$("#online-refresh").addEventListener("click", onlineReport);
 $("#filter").addEventListener("change", refresh);
 
 setUser(state.userId);
