@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import Path as FastAPIPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -51,6 +52,7 @@ from recloop.serve.schemas import (
     EventIn,
     EventsBody,
     EventsResponse,
+    ForgetResponse,
     HealthResponse,
     ItemInfo,
     NewItemRequest,
@@ -59,6 +61,7 @@ from recloop.serve.schemas import (
     ReloadRequest,
     ReloadResponse,
     SearchResponse,
+    UserDataResponse,
 )
 from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendBatcher, RecommendResult
 from recloop.serve.settings import ENV_VAR, Limits, ServeSettings
@@ -261,6 +264,31 @@ def reload(service: Service, metrics: Annotated[ServeMetrics, Depends(get_metric
     return result
 
 
+users = APIRouter(tags=["users"])
+UserId = Annotated[str, FastAPIPath(min_length=1, max_length=256, pattern=r"\S")]
+
+
+@users.delete("/users/{user_id}", response_model=ForgetResponse, responses=errors(400, 401, 422),
+              dependencies=[Depends(require_api_key)])
+def forget_user(user_id: UserId, service: Service) -> dict:
+    """Erase a user (an admin endpoint: the API key when the server has one): their
+    events are deleted from the store and scrubbed from its files, their live state is
+    dropped, and the next `/recommend` for the id treats it as a new visitor (404 until
+    it sends events). Every later `recloop retrain` leaves them out. An unknown id is not
+    an error (nothing to delete). See docs/privacy.md."""
+    return service.forget_user(user_id)
+
+
+@users.get("/users/{user_id}/data", response_model=UserDataResponse, responses=errors(400, 401, 422),
+           dependencies=[Depends(require_api_key)])
+def user_data(user_id: UserId, service: Service) -> dict:
+    """Everything stored about a user, as JSON: their events in the store, the service's
+    live state of them, and their training history in the served model. Guarded like
+    `DELETE /users/{user_id}` (the API key when the server has one): the service does not
+    authenticate end users, so the application in front of it asks on their behalf."""
+    return service.user_data(user_id)
+
+
 # --- errors ---------------------------------------------------------------------------------------
 def _printable(text: str) -> str:
     """``text`` as UTF-8 can encode it: a lone surrogate becomes its escape (``\\ud800``)."""
@@ -419,7 +447,7 @@ def create_app(settings: ServeSettings, service_factory=None) -> FastAPI:
     app.state.settings = settings
     app.openapi = lambda: _openapi(app)
     app.state.metrics = metrics = ServeMetrics()
-    for router in (recommendations, events, items, operations):
+    for router in (recommendations, events, items, operations, users):
         app.include_router(router)
     _install_error_handlers(app)
 

@@ -28,6 +28,7 @@ from recloop.serve.events import EventPolicy
 from recloop.serve.explain import ExplainConfig
 from recloop.serve.explore import ExploreConfig
 from recloop.serve.pipeline import PipelineConfig
+from recloop.serve.privacy import PrivacySettings
 from recloop.serve.rerank import RerankConfig
 from recloop.serve.retrieval import RetrievalConfig
 from recloop.typed_config import apply_override, from_dict, read_toml
@@ -71,7 +72,8 @@ class ServeSettings:
     ``text_model``: the text encoder for cold items (default: the bundled MiniLM);
     ``text_cache``: its embedding cache folder (default ``~/.cache/recloop/embeddings``).
     ``torch_threads``: intra-op threads per process (1: requests run in parallel
-    instead). ``host``/``port``/``workers``: for ``recloop serve``.
+    instead). ``host``/``port``/``workers``: for ``recloop serve``. ``privacy``: retention
+    and pseudonyms (:class:`~recloop.serve.privacy.PrivacySettings`).
     """
 
     artifact: str
@@ -92,6 +94,7 @@ class ServeSettings:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
