@@ -49,24 +49,6 @@ def get_model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}{closest(name, MODELS)}; models are {sorted(MODELS)}") from None
 
 
-__all__ = [
-    "ALS",
-    "BPR",
-    "EASE",
-    "MODELS",
-    "UNKNOWN_USER",
-    "Bias",
-    "ContentBased",
-    "GRU4Rec",
-    "GenrePopularity",
-    "ItemKNN",
-    "MLPRecommender",
-    "MostPopular",
-    "NeuMF",
-    "NeuralRecommender",
-    "RandomRanker",
-    "Recommender",
-    "SASRec",
-    "TwoTower",
-    "get_model_class",
-]
+__all__ = ["ALS", "BPR", "Bias", "ContentBased", "EASE", "GRU4Rec", "GenrePopularity", "ItemKNN", "MLPRecommender",
+           "MODELS", "MostPopular", "NeuMF", "NeuralRecommender", "RandomRanker", "Recommender", "SASRec", "TwoTower",
+           "UNKNOWN_USER", "get_model_class"]
