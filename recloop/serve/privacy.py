@@ -493,7 +493,7 @@ def forget_command(user: str | None, db: str | None, artifacts: Sequence[str], v
               f"{'' if erasure.scrubbed else '; the WAL checkpoint is pending: another process reads the store'})",
               file=out)
         for artifact in artifacts:
-            path, removed = refit_without(artifact, store, [key])
+            path, removed = refit_without(artifact, store, list(dict.fromkeys([key, user])))  # raw too
             print(f"{path}: " + (f"refitted without {removed} erased users" if removed else "did not hold the user"),
                   file=out)
         traces = verify(user, store, artifacts, pseudonyms)

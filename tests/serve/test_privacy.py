@@ -192,3 +192,30 @@ def test_forget_explains_bad_invocations(tmp_path, capsys):
     assert "no event store" in capsys.readouterr().err
     assert cli(["forget", "--expired", "--db", str(tmp_path / "x.db")]) == 2
     assert "--retention-days" in capsys.readouterr().err
+
+
+def test_a_running_two_worker_server_forgets_a_user_in_every_worker(synthetic_artifact, tmp_path):
+    """Real HTTP to a `recloop serve` process with two workers: after DELETE, both
+    workers answer as for a new visitor (the other worker follows within follow_seconds)."""
+    import httpx
+    from serve_helpers import free_port, start_server, stop_server, wait_healthy
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(synthetic_artifact, tmp_path / "events.db", port, "--workers", "2", "--api-key", KEY,
+                           log_path=tmp_path / "server.log")
+    try:
+        wait_healthy(process, url)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.post("/events", json=_events(NEW_USER, ["i1", "i2"]), headers=ADMIN).status_code == 200
+            assert all(http.post("/recommend", json={"user_id": NEW_USER}).status_code == 200 for _ in range(8))
+            answer = http.delete(f"/users/{NEW_USER}", headers=ADMIN)
+            assert answer.status_code == 200 and answer.json()["deleted"] == {"events": 2}
+            time.sleep(1.5)  # PrivacySettings.follow_seconds (1 s) for the other worker
+            assert [http.post("/recommend", json={"user_id": NEW_USER}).status_code for _ in range(12)] == [404] * 12
+            data = http.get(f"/users/{NEW_USER}/data", headers=ADMIN).json()
+            assert data["store"] == {"events": []} and data["live"] is None
+    finally:
+        stop_server(process)
+    with open_store(tmp_path / "events.db") as store:
+        assert verify(NEW_USER, store) == []
