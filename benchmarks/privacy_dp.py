@@ -43,8 +43,8 @@ def _name(epsilon: float) -> str:
     return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
 
 
-def run(epsilons: list[float], overrides: list[str]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def run(epsilons: list[float], overrides: list[str], results: Path = RESULTS) -> None:
+    results.mkdir(parents=True, exist_ok=True)
     data = prepare_data(load_config(ROOT / CONFIG), data_dir=data_dir(), download=False)
     for epsilon in epsilons:
         config = load_config(ROOT / CONFIG, [f"model.train.privacy.epsilon={_name(epsilon)}", *overrides])
@@ -56,7 +56,7 @@ def run(epsilons: list[float], overrides: list[str]) -> None:
                   "privacy": trained.privacy, "epochs": len(trained.history), "steps": trained.steps,
                   "seconds_per_epoch": trained.seconds_per_epoch, "fit_seconds": result.fit_seconds,
                   "wall_seconds": time.time() - started, "overrides": overrides, "machine": machine()}
-        (RESULTS / f"eps-{_name(epsilon)}.json").write_text(json.dumps(record, indent=2))
+        (results / f"eps-{_name(epsilon)}.json").write_text(json.dumps(record, indent=2))
         print(f"epsilon {_name(epsilon)}: ndcg@10 {summary['ndcg@10']:.4f}, spent {trained.privacy['epsilon']:.3f}, "
               f"sigma {trained.privacy['noise_multiplier']:.3f}, fit {result.fit_seconds:.0f}s", flush=True)
 
@@ -120,9 +120,10 @@ def main() -> None:
     parser.add_argument("--epsilons", nargs="*", type=float, default=[])
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the per-epsilon JSON files")
     args = parser.parse_args()
     if args.epsilons:
-        run(args.epsilons, args.overrides)
+        run(args.epsilons, args.overrides, args.results)
     if args.report:
         report()
 

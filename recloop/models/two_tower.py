@@ -153,6 +153,9 @@ class TwoTowerNetwork(nn.Module):
         self.item_mlp = _residual_mlp(d, config.hidden, d, config.dropout)
         self.user_cat = MeanEmbedding(user_cat.n_values, d)
         self.user_mlp = _residual_mlp(2 * d, config.hidden, d, config.dropout)
+        # Inputs switched off are not trained (DP-SGD needs a per-row gradient for every trained parameter).
+        self.item_id.weight.requires_grad_(config.use_ids)
+        self.item_cat.embedding.weight.requires_grad_(config.use_genres)
         self.register_buffer("item_cat_index", torch.from_numpy(item_cat.index), persistent=False)
         self.register_buffer("item_text", torch.from_numpy(item_text), persistent=False)
         self.register_buffer("user_cat_index", torch.from_numpy(user_cat.index), persistent=False)

@@ -108,7 +108,7 @@ def test_events_after_an_erasure_are_a_returning_users_new_data(synthetic_artifa
         assert data["live"]["positives"] == ["i5"] and data["model"]["history"] == []
         assert client.post("/recommend", json={"user_id": MODEL_USER, "k": 5}).status_code == 200
     with open_store(db) as store:  # a retrain keeps the new event, not the training history
-        path, stats = retrain(synthetic_artifact, store, tmp_path / "retrained")
+        path, _ = retrain(synthetic_artifact, store, tmp_path / "retrained")
     from recloop.artifact import load_model
 
     model = load_model(path)

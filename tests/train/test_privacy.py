@@ -80,6 +80,12 @@ def test_more_noise_means_less_epsilon_and_no_noise_means_infinity(data):
     assert math.isinf(spent[math.inf]["epsilon"]) and spent[math.inf]["noise_multiplier"] == 0
 
 
+def test_inputs_switched_off_are_not_trained(data):
+    model = _two_tower(PrivacyConfig(enabled=True, epsilon=8.0), epochs=1, use_ids=False)
+    model.fit(data.interactions, item_features=data.item_features, user_features=data.user_features)
+    assert model.train_result_.privacy["epsilon"] <= 8.0 + 1e-6
+
+
 def test_private_model_saves_and_loads_without_opacus_hooks(data, tmp_path):
     from recloop.artifact import load_model
 
