@@ -69,47 +69,56 @@ def popularity() -> dict:
     return {m: summary[m] for m in METRICS}
 
 
-def report() -> None:
+def report(folders: list[Path]) -> None:
+    """The ``privacy-dp`` section of docs/privacy.md and its plot, from the runs saved in
+    ``folders`` (one series per config variant: its folder and ``--set`` overrides)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [json.loads(p.read_text()) for p in RESULTS.glob("eps-*.json")]
-    runs.sort(key=lambda r: float(r["target_epsilon"]))
+    runs = []
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.json")):
+            record = json.loads(path.read_text())
+            record.setdefault("series", " ".join(record["overrides"])
+                              or "as committed: no item ids, 16 targets, 64 negatives, lr 1e-2")
+            runs.append(record)
+    runs.sort(key=lambda r: (r["series"], float(r["target_epsilon"])))
     popular = popularity()
     rows = []
     for r in runs:
         p = r["privacy"]
-        rows.append([r["target_epsilon"], "inf" if math.isinf(p["epsilon"]) else f"{p['epsilon']:.2f}",
+        rows.append([r["series"], r["target_epsilon"], "inf" if math.isinf(p["epsilon"]) else f"{p['epsilon']:.2f}",
                      f"{p['noise_multiplier']:.3f}", *(r[m] for m in METRICS),
                      f"{r['ndcg@10'] / NON_PRIVATE_NDCG:.0%}", r["steps"], f"{r['fit_seconds']:.0f}"])
-    rows.append(["popularity (reference)", "0", "-", *(popular[m] for m in METRICS),
+    rows.append(["popularity (reference)", "0", "0", "-", *(popular[m] for m in METRICS),
                  f"{popular['ndcg@10'] / NON_PRIVATE_NDCG:.0%}", "-", "-"])
-    rows.append(["two-tower, not private (reference)", "-", "-", NON_PRIVATE_NDCG, "-", "-", "-", "100%", "-", "-"])
-    first = runs[0] if runs else {}
-    table = markdown_table(["target epsilon", "spent epsilon (delta = 1/943)", "noise multiplier", *METRICS,
-                            "of non-private ndcg@10", "noisy steps", "fit s"], rows)
-    text = (f"Command: `nice -n 10 python benchmarks/privacy_dp.py --epsilons E ...` then `--report` "
-            f"({first.get('machine', '?')}).\n"
-            f"Config `{CONFIG}`{' with ' + ' '.join(first['overrides']) if first.get('overrides') else ''}; "
-            f"non-private two-tower: `{NON_PRIVATE_NDCG}` (configs/ml100k-twotower.toml, median of 3 seeds, "
-            "docs/benchmarks.md).\n\n" + table + "\n\n![NDCG@10 against epsilon](privacy-dp.png)")
+    rows.append(["two-tower, not private (reference)", "-", "-", "-", NON_PRIVATE_NDCG, "-", "-", "-", "100%", "-", "-"])
+    table = markdown_table(["config variant", "target epsilon", "spent epsilon (delta = 1/943)", "noise multiplier",
+                            *METRICS, "of non-private ndcg@10", "noisy steps", "fit s"], rows)
+    sources = ", ".join(f"`{f}`" for f in folders)
+    text = (f"Command: `nice -n 10 python benchmarks/privacy_dp.py --epsilons E ... [--set KEY=VALUE] --results DIR`, "
+            f"then `python benchmarks/privacy_dp.py --report --results {' '.join(str(f) for f in folders)}` "
+            f"(runs in {sources}; {runs[0]['machine'] if runs else '?'}). Non-private two-tower: {NON_PRIVATE_NDCG} "
+            "(configs/ml100k-twotower.toml, median of 3 seeds, docs/benchmarks.md).\n\n"
+            + table + "\n\n![NDCG@10 against epsilon](privacy-dp.png)")
     update_section("privacy-dp", text, DOC)
-    finite = [r for r in runs if r["target_epsilon"] != "inf"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([float(r["target_epsilon"]) for r in finite], [r["ndcg@10"] for r in finite], "o-",
-            label="two-tower, DP-SGD (per user)")
-    for r in runs:
-        if r["target_epsilon"] == "inf":
-            ax.axhline(r["ndcg@10"], color="C0", ls=":", label="same training, clipping only (epsilon = inf)")
-    ax.axhline(NON_PRIVATE_NDCG, color="C2", ls="--", label="two-tower, not private")
-    ax.axhline(0.7 * NON_PRIVATE_NDCG, color="C2", ls=":", lw=0.8, label="70% of not private")
-    ax.axhline(popular["ndcg@10"], color="C3", ls="--", label="popularity")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    infinite_x = 32.0  # where epsilon = inf is drawn
+    for n, series in enumerate(dict.fromkeys(r["series"] for r in runs)):
+        points = [r for r in runs if r["series"] == series]
+        xs = [infinite_x if r["target_epsilon"] == "inf" else float(r["target_epsilon"]) for r in points]
+        ax.plot(xs, [r["ndcg@10"] for r in points], "o-", color=f"C{n}", label=series, ms=5)
+    ax.axhline(NON_PRIVATE_NDCG, color="k", ls="--", lw=1, label="two-tower, not private")
+    ax.axhline(0.7 * NON_PRIVATE_NDCG, color="k", ls=":", lw=0.8, label="70% of not private")
+    ax.axhline(popular["ndcg@10"], color="gray", ls="--", lw=1, label="popularity")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("epsilon (delta = 1/#users)")
+    ticks = [1, 2, 4, 8, infinite_x]
+    ax.set_xticks(ticks, ["1", "2", "4", "8", "inf\n(clip only)"])
+    ax.set_xlabel("epsilon (delta = 1/#users), per user")
     ax.set_ylabel("NDCG@10 (test)")
-    ax.set_title("ml-100k, two-tower with DP-SGD")
-    ax.legend(fontsize=7)
+    ax.set_title("ml-100k, two-tower trained with DP-SGD (Opacus)")
+    ax.legend(fontsize=6.5, loc="upper left")
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
     print(table)
@@ -120,12 +129,13 @@ def main() -> None:
     parser.add_argument("--epsilons", nargs="*", type=float, default=[])
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--report", action="store_true")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the per-epsilon JSON files")
+    parser.add_argument("--results", type=Path, nargs="+", default=[RESULTS],
+                        help="folder(s) of the per-epsilon JSON files (runs write to the first)")
     args = parser.parse_args()
     if args.epsilons:
-        run(args.epsilons, args.overrides, args.results)
+        run(args.epsilons, args.overrides, args.results[0])
     if args.report:
-        report()
+        report(args.results)
 
 
 if __name__ == "__main__":
