@@ -167,6 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", default=None, help="the control arm's name (default: the first by name)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level of intervals (default 0.95)")
     p.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here ('-': stdout only)")
+    p = sub.add_parser("forget", help="erase a user from the event store and artifacts, verify no trace is left, "
+                                      "or delete expired events (docs/privacy.md)")
+    p.add_argument("user", nargs="?", help="the user id to erase (or verify), as the service receives it")
+    p.add_argument("--db", default=None, help="the event store (file path or postgresql:// URL; default: the "
+                                              "store `recloop serve ARTIFACT` uses for the first --artifact)")
+    p.add_argument("--artifact", action="append", default=[], metavar="DIR",
+                   help="an artifact to refit without the user (and users erased since it was written); repeatable")
+    p.add_argument("--verify", action="store_true",
+                   help="erase nothing: scan the store and the artifacts for any trace of USER (exit 1 if found)")
+    p.add_argument("--expired", action="store_true", help="delete the events older than --retention-days")
+    p.add_argument("--retention-days", type=float, default=0.0, help="with --expired: the retention period")
+    p.add_argument("--pseudonym-key-env", default="", metavar="VAR",
+                   help="the environment variable holding the service's pseudonym key (privacy.pseudonym_key_env)")
     return parser
 
 
@@ -650,6 +663,15 @@ def cmd_retrain(args) -> int:
     if args.reload:
         _ask_reload(args.reload, path, args.api_key)
     return 0
+
+
+@command("forget")
+def cmd_forget(args) -> int:
+    from recloop.serve.privacy import forget_command
+
+    return forget_command(user=args.user, db=args.db, artifacts=args.artifact, verify_only=args.verify,
+                          expired=args.expired, retention_days=args.retention_days,
+                          pseudonym_key_env=args.pseudonym_key_env)
 
 
 def _ask_reload(url: str, path: Path, api_key: str | None) -> None:

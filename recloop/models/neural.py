@@ -57,6 +57,10 @@ class NeuralRecommender(Recommender):
     """
 
     uses_validation: ClassVar[bool] = True
+    #: What one row of :meth:`training_data` is when training with DP-SGD
+    #: (``train.privacy``), i.e. what the guarantee protects; ``None``: the model does
+    #: not support DP-SGD (its loss is not a mean of per-row terms Opacus can separate).
+    privacy_unit: ClassVar[str | None] = None
 
     def __init__(self, config: Any = None, **hyperparameters: Any):
         super().__init__(config, **hyperparameters)
@@ -106,12 +110,24 @@ class NeuralRecommender(Recommender):
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         cfg: TrainerConfig = self.config.train
+        if cfg.privacy.enabled:
+            if self.privacy_unit is None:
+                supported = sorted(m.name for m in _subclasses(NeuralRecommender) if m.privacy_unit)
+                raise ConfigError(f"{type(self).__name__} does not support train.privacy (DP-SGD); models that do: "
+                                  f"{supported}")
+            if cfg.privacy.delta == 0:  # the conventional delta: 1 / the number of people protected
+                cfg = dataclasses.replace(cfg, privacy=dataclasses.replace(cfg.privacy, delta=1.0 / self.n_users))
         seed_everything(cfg.seed)
         self.prepare(train)
-        trainer = Trainer(cfg, name=self.name)
+        trainer = Trainer(cfg, name=self.name, privacy_unit=self.privacy_unit or "example")
         self.network_ = self.build_network().to(trainer.device)
         data = self.training_data(train)
         self.train_result_: TrainResult = trainer.fit(self.network_, self.loss, data, self._validate)
+
+    @property
+    def private(self) -> bool:
+        """Whether this model trains with DP-SGD (``train.privacy.enabled``)."""
+        return bool(self.config.train.privacy.enabled)
 
     def refit_model(self) -> NeuralRecommender:
         """The same model, same seed, set to train without validation for the epoch
@@ -157,3 +173,10 @@ class NeuralRecommender(Recommender):
                    if k.startswith(NETWORK_PREFIX)}
         self.network_.load_state_dict(weights)
         self.network_.eval()
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out

@@ -25,6 +25,18 @@ copies of the positive item in the batch are masked. Loss: softmax cross-entropy
 batch. ``id_dropout`` zeroes item ids at random in training, so the id-less path that
 scores cold items is trained too.
 
+DP-SGD (``train.privacy.enabled``, see :mod:`recloop.train.privacy` and
+``docs/privacy.md``): a training row is then one *user*, not one pair, so that the
+guarantee covers everything of a user a step learns from. A row draws up to
+``private_targets`` of the user's items as targets and up to ``max_history`` of the
+others as the user tower's input; its loss is the mean, over its targets, of a sampled
+softmax against ``private_negatives`` items drawn uniformly from the catalog (the same
+draw for the whole batch: it depends on no data, and a uniform draw needs no log-Q
+correction). Every item vector a row needs is computed inside that row (``(B, T, d)``
+through the item tower), so Opacus' hooks on ``nn.Embedding`` and ``nn.Linear`` see
+each row's own inputs and give exact per-user gradients. Item popularity (``log q``,
+which items were seen) is not used: it is a statistic of the whole private log.
+
 Cold items: an item without training interactions has its id embedding zeroed, so it is
 scored from genres and text through the same tower. ``text_to_item_vectors`` maps bare
 text embeddings (an item known by text only) into the item space, either through the item
@@ -70,6 +82,8 @@ class TwoTowerConfig:
     ``text_model``/``text_fields``/``text_cache_dir``: the frozen text encoder.
     ``projection``: how :meth:`TwoTower.text_to_item_vectors` maps text to item space.
     ``ridge_l2``: the ridge penalty of that projection.
+    ``private_targets``/``private_negatives``: with DP-SGD (``train.privacy``), the
+    targets drawn per user row and the uniform negatives shared by a batch.
     ``train_data_dir``: a folder to write the training examples to once per fit (``.npy``,
     overwritten) and read them back memory-mapped; empty keeps them in memory.
     """
@@ -91,6 +105,8 @@ class TwoTowerConfig:
     projection: str = "tower"
     ridge_l2: float = 10.0
     train_data_dir: str = ""
+    private_targets: int = 8
+    private_negatives: int = 128
     train: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=50, batch_size=512, lr=1e-3, patience=5))
 
     def __post_init__(self):
@@ -105,6 +121,9 @@ class TwoTowerConfig:
                 raise ConfigError(f"two-tower {name} must be in [0, 1), got {getattr(self, name)}")
         if not (self.use_ids or self.use_genres or self.use_text):
             raise ConfigError("two-tower needs at least one item input: use_ids, use_genres or use_text")
+        if self.private_targets < 1 or self.private_negatives < 1:
+            raise ConfigError(f"two-tower private_targets and private_negatives must be at least 1, got "
+                              f"{self.private_targets} and {self.private_negatives}")
         if self.projection not in PROJECTIONS:
             raise ConfigError(f"two-tower projection must be one of {PROJECTIONS}, got {self.projection!r}")
 
@@ -134,6 +153,9 @@ class TwoTowerNetwork(nn.Module):
         self.item_mlp = _residual_mlp(d, config.hidden, d, config.dropout)
         self.user_cat = MeanEmbedding(user_cat.n_values, d)
         self.user_mlp = _residual_mlp(2 * d, config.hidden, d, config.dropout)
+        # Inputs switched off are not trained (DP-SGD needs a per-row gradient for every trained parameter).
+        self.item_id.weight.requires_grad_(config.use_ids)
+        self.item_cat.embedding.weight.requires_grad_(config.use_genres)
         self.register_buffer("item_cat_index", torch.from_numpy(item_cat.index), persistent=False)
         self.register_buffer("item_text", torch.from_numpy(item_text), persistent=False)
         self.register_buffer("user_cat_index", torch.from_numpy(user_cat.index), persistent=False)
@@ -159,6 +181,23 @@ class TwoTowerNetwork(nn.Module):
             e = e + self.item_cat(self.item_cat_index)
         if self.text is not None:
             e = e + self.text(self.item_text)
+        return self._finish_items(e)
+
+    def item_vectors_of(self, index: torch.Tensor) -> torch.Tensor:
+        """Item vectors of ``index`` ``(B, T) -> (B, T, d)``, every layer called on the rows'
+        own inputs (what per-row gradients need; equal to ``item_vectors()[index]``
+        without id dropout)."""
+        cfg = self.config
+        e = torch.zeros(*index.shape, cfg.dim, device=index.device)
+        if cfg.use_ids:
+            keep = self.item_known[index]
+            if self.training and cfg.id_dropout > 0:
+                keep = keep * (torch.rand_like(keep) >= cfg.id_dropout)
+            e = e + self.item_id(index) * keep.unsqueeze(-1)
+        if cfg.use_genres:
+            e = e + self.item_cat(self.item_cat_index[index])
+        if self.text is not None:
+            e = e + self.text(self.item_text[index])
         return self._finish_items(e)
 
     def text_vectors(self, text: torch.Tensor) -> torch.Tensor:
@@ -236,9 +275,53 @@ class TowerData:
                 "history": torch.from_numpy(history)}
 
 
+@dataclass(frozen=True, eq=False)
+class UserRows:
+    """DP-SGD training rows: row ``u`` is user ``u`` (users without items are left out).
+
+    ``batch(rows)`` draws, per user, up to ``targets`` of their items as targets (padded
+    with ``n_items``) and up to ``max_history`` of the others as the input history, plus
+    ``negatives`` catalog items drawn uniformly, shared by the batch.
+    """
+
+    indptr: np.ndarray
+    items: np.ndarray
+    users: np.ndarray  # (n_rows,) user_idx of each row
+    n_items: int
+    max_history: int
+    targets: int
+    negatives: int
+    rng: np.random.Generator
+
+    @classmethod
+    def from_log(cls, log: Interactions, max_history: int, targets: int, negatives: int, seed: int) -> UserRows:
+        csr = log.to_csr()
+        users = np.flatnonzero(np.diff(csr.indptr) > 0)
+        return cls(csr.indptr.astype(np.int64), csr.indices.astype(np.int64), users, log.n_items, max_history,
+                   targets, negatives, np.random.default_rng([seed, 3]))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def batch(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        users = self.users[np.asarray(index, dtype=np.int64)]
+        targets = np.full((len(users), self.targets), self.n_items, dtype=np.int64)
+        history = np.full((len(users), self.max_history), self.n_items, dtype=np.int64)
+        for row, user in enumerate(users):
+            own = self.rng.permutation(self.items[self.indptr[user]:self.indptr[user + 1]])
+            chosen = own[:self.targets]
+            rest = own[self.targets:self.targets + self.max_history]
+            targets[row, :len(chosen)] = chosen
+            history[row, :len(rest)] = rest
+        negatives = self.rng.integers(0, self.n_items, self.negatives)
+        return {"user": torch.from_numpy(users), "targets": torch.from_numpy(targets),
+                "history": torch.from_numpy(history), "negatives": torch.from_numpy(negatives)}
+
+
 class TwoTower(NeuralRecommender):
     name = "two-tower"
     config_class = TwoTowerConfig
+    privacy_unit = "user"
     #: The ways ``text_to_item_vectors`` can map text into the item space.
     text_projections = PROJECTIONS
 
@@ -263,6 +346,8 @@ class TwoTower(NeuralRecommender):
                                                    cfg.text_fields)
         counts = train.item_counts().astype(np.float64)
         self.item_known_ = counts > 0
+        if self.private:  # which items were seen is a statistic of the private log: the catalog is public
+            self.item_known_ = np.ones(self.n_items, dtype=bool)
         q = counts / counts.sum()
         self.log_q_ = np.log(np.where(q > 0, q, q[q > 0].min())).astype(np.float32)
 
@@ -279,8 +364,11 @@ class TwoTower(NeuralRecommender):
         return TwoTowerNetwork(self.n_items, self.config, self.item_cat_, self.item_text_, self.user_cat_,
                                self.item_known_, self.log_q_)
 
-    def training_data(self, train: Interactions) -> TowerData:
+    def training_data(self, train: Interactions) -> TowerData | UserRows:
         cfg = self.config
+        if self.private:
+            return UserRows.from_log(train, cfg.max_history, cfg.private_targets, cfg.private_negatives,
+                                     cfg.train.seed)
         data = TowerData.from_log(train, cfg.max_history, cfg.train.seed)
         if not cfg.train_data_dir:
             return data
@@ -288,6 +376,8 @@ class TwoTower(NeuralRecommender):
         return TowerData.open(cfg.train_data_dir, self.n_items, cfg.max_history, cfg.train.seed)
 
     def loss(self, batch) -> torch.Tensor:
+        if self.private:
+            return self._private_loss(batch)
         net, cfg = self.network_, self.config
         items, history = batch["item"], batch["history"]  # (B,), (B, L)
         vectors = net.item_vectors()  # (n_items, d)
@@ -303,6 +393,28 @@ class TwoTower(NeuralRecommender):
         logits = logits.masked_fill(duplicate, float("-inf"))
         return F.cross_entropy(logits.float(), torch.arange(len(items), device=logits.device))
 
+    def _private_loss(self, batch) -> torch.Tensor:
+        """Mean over user rows of each row's sampled-softmax loss (see the module
+        docstring); every tensor keeps the row as its first dimension."""
+        net, cfg = self.network_, self.config
+        targets, history, negatives = batch["targets"], batch["history"], batch["negatives"]  # (B, M), (B, L), (K,)
+        b, m = targets.shape
+        candidates = torch.cat([targets, negatives.unsqueeze(0).expand(b, -1), history], dim=1)  # (B, M + K + L)
+        vectors = net.item_vectors_of(candidates.clamp_max(self.n_items - 1))  # (B, T, d)
+        k = negatives.shape[0]
+        target_v, negative_v, history_v = vectors[:, :m], vectors[:, m:m + k], vectors[:, m + k:]
+        mask = (history < self.n_items).unsqueeze(-1).to(vectors.dtype)  # (B, L, 1)
+        pooled = (history_v * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, d)
+        users = net.user_vectors(pooled, batch["user"])  # (B, d)
+        positive = (users.unsqueeze(1) * target_v).sum(-1) / cfg.temperature  # (B, M)
+        negative = torch.einsum("bd,bkd->bk", users, negative_v) / cfg.temperature  # (B, K)
+        hit = negatives.unsqueeze(0).unsqueeze(0) == targets.unsqueeze(-1)  # (B, M, K): a negative that is the target
+        logits = torch.cat([positive.unsqueeze(-1), negative.unsqueeze(1).expand(b, m, k).masked_fill(
+            hit, float("-inf"))], dim=-1)  # (B, M, 1 + K)
+        per_target = torch.logsumexp(logits, -1) - positive  # (B, M)
+        valid = (targets < self.n_items).to(per_target.dtype)
+        return ((per_target * valid).sum(1) / valid.sum(1).clamp_min(1.0)).mean()
+
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         super()._fit(train, valid)
         self.ridge_ = None
@@ -310,6 +422,8 @@ class TwoTower(NeuralRecommender):
             # Warm items' text -> their learned vectors, weighted by the evidence behind each vector.
             warm = np.flatnonzero(self.item_known_)
             weights = np.log1p(train.item_counts()[warm].astype(np.float64))
+            if self.private:  # post-processing of the private vectors only: no counts of the log
+                weights = np.ones(len(warm))
             self.ridge_ = RidgeProjection(self.config.ridge_l2).fit(self.item_text_[warm],
                                                                    self.item_vectors()[warm], weights)
 

@@ -27,11 +27,13 @@ import json
 import logging
 import os
 import secrets
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import Path as FastAPIPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -54,6 +56,7 @@ from recloop.serve.schemas import (
     EventIn,
     EventsBody,
     EventsResponse,
+    ForgetResponse,
     HealthResponse,
     ItemInfo,
     NewItemRequest,
@@ -62,6 +65,7 @@ from recloop.serve.schemas import (
     ReloadRequest,
     ReloadResponse,
     SearchResponse,
+    UserDataResponse,
 )
 from recloop.serve.service import InvalidRequestError, RecommendationService, RecommendResult
 from recloop.serve.settings import ENV_VAR, Limits, ServeSettings
@@ -276,6 +280,39 @@ async def online_report_endpoint(request: Request, types: str = ",".join(DEFAULT
     """Per experiment arm: users, impressions, click-through rate with its interval,
     clicks at each position, and the significance test (``recloop online-report``)."""
     return await asyncio.to_thread(request.app.state.router.report, [t for t in types.split(",") if t.strip()])
+users = APIRouter(tags=["users"])
+UserId = Annotated[str, FastAPIPath(min_length=1, max_length=256, pattern=r"\S")]
+
+
+@users.delete("/users/{user_id}", response_model=ForgetResponse, responses=errors(400, 401, 422),
+              dependencies=[Depends(require_api_key)])
+def forget_user(user_id: UserId, service: Service, request: Request) -> dict:
+    """Erase a user (an admin endpoint: the API key when the server has one): their
+    events are deleted from the store and scrubbed from its files, their live state is
+    dropped, and the next `/recommend` for the id treats it as a new visitor (404 until
+    it sends events). Every later `recloop retrain` leaves them out. An unknown id is not
+    an error (nothing to delete). See docs/privacy.md."""
+    log = request.app.state.router.log
+    if log is None:
+        return service.forget_user(user_id)
+    log.flush()  # this process's queued impressions of the user are written first, then erased with the rest
+    answer = service.forget_user(user_id)
+    # Other workers commit what they had queued within `linger`: a second pass after it.
+    time.sleep(2 * log.linger)
+    late = log.erase_user(request.app.state.router.stored_user(user_id))
+    if late:
+        answer["deleted"]["queued_impressions"] = late
+    return answer
+
+
+@users.get("/users/{user_id}/data", response_model=UserDataResponse, responses=errors(400, 401, 422),
+           dependencies=[Depends(require_api_key)])
+def user_data(user_id: UserId, service: Service) -> dict:
+    """Everything stored about a user, as JSON: their events in the store, the service's
+    live state of them, and their training history in the served model. Guarded like
+    `DELETE /users/{user_id}` (the API key when the server has one): the service does not
+    authenticate end users, so the application in front of it asks on their behalf."""
+    return service.user_data(user_id)
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -451,7 +488,7 @@ def create_app(settings: ServeSettings, service_factory=None) -> FastAPI:
     app.state.settings = settings
     app.openapi = lambda: _openapi(app)
     app.state.metrics = metrics = ServeMetrics()
-    for router in (recommendations, events, items, operations):
+    for router in (recommendations, events, items, operations, users):
         app.include_router(router)
     _install_error_handlers(app)
 

@@ -215,11 +215,14 @@ class ImpressionLog:
         return self._writer.submit(list(attributions))
 
     def erase_user(self, user_id: str) -> int:
-        """Delete every impression and attribution of ``user_id`` (a privacy erasure);
-        returns the rows deleted."""
+        """Delete every impression and attribution of ``user_id`` (``user_id`` as stored);
+        returns the rows deleted. A privacy erasure (:mod:`recloop.serve.privacy`) deletes
+        them with the user's events; this is its second pass, for the impressions other
+        processes still had queued at that moment."""
         with self._lock:
             deleted = 0
             if self.backend == "sqlite":
+                self._reader.execute("PRAGMA secure_delete = ON")  # per connection: zero the freed bytes
                 self._reader.execute("BEGIN IMMEDIATE")
                 try:
                     for table in ("impressions", "impression_events"):

@@ -40,6 +40,7 @@ from recloop.artifact import load_artifact
 from recloop.data.features import Features
 from recloop.data.interactions import Interactions
 from recloop.serve.events import EventPolicy, event_problem, text_problem
+from recloop.serve.privacy import ERASURES_APPLIED, apply_erasures
 from recloop.serve.state import EVENTS_STORE, EVENTS_THROUGH, events_through
 from recloop.serve.store import EventStore, StoredItem
 
@@ -134,6 +135,7 @@ def retrain(artifact: str | Path, store: EventStore, output: str | Path,
     write the new artifact to ``output`` (atomically; it may be ``artifact`` itself)."""
     loaded = load_artifact(Path(artifact))
     model = loaded.model
+    erased, erasures_mark = apply_erasures(model, store, loaded.extra)  # users erased since the artifact
     after = events_through(loaded.extra, store)
     log, item_features, user_features, stats = fold_events(model, store, policy, after)
     fresh = type(model)(model.config)
@@ -142,6 +144,7 @@ def retrain(artifact: str | Path, store: EventStore, output: str | Path,
     seconds = time.perf_counter() - start
     extra = {key: value for key, value in loaded.extra.items()
              if key not in (EVENTS_THROUGH, EVENTS_STORE, "retrain")}
+    extra.update({ERASURES_APPLIED: erasures_mark, "erasures_store": store.store_id, "erased_users": erased})
     extra.update({EVENTS_THROUGH: stats.events_through, EVENTS_STORE: store.store_id,
                   "retrain": {**stats.to_dict(), "from": str(Path(artifact).resolve()), "store": _safe_url(store),
                               "fit_seconds": seconds, "interactions": len(log), "time": time.time()}})

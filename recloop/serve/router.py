@@ -72,9 +72,14 @@ class OnlineRouter:
             chosen = self.arm_for(arguments.get("user_id"), request_id)
             result, teams, arm = await self._answer(chosen, arguments), None, chosen.name
         if self.log is not None:
-            self.log.record(Impression(request_id, arguments.get("user_id"), arm, result.model, result.generation,
-                                       tuple(r.item_id for r in result.items), teams))
+            self.log.record(Impression(request_id, self.stored_user(arguments.get("user_id")), arm, result.model,
+                                       result.generation, tuple(r.item_id for r in result.items), teams))
         return result, arm
+
+    def stored_user(self, user_id: str | None) -> str | None:
+        """The user id as the store keeps it (pseudonymised when the service is configured
+        so), so that no raw id reaches the disk through an impression."""
+        return None if user_id is None else self.arms[0].service.privacy.key(user_id)
 
     async def _interleave(self, arguments: dict) -> tuple[RecommendResult, tuple[str, ...]]:
         a, b = self.arms
@@ -107,6 +112,7 @@ def attribution(router: OnlineRouter, raw: Sequence, events: Sequence[Event]) ->
     if router.log is None:
         return None
     now = time.time()
-    linked = [Attribution(body.request_id, e.user_id, e.item_id, e.type, now if e.time is None else e.time,
-                          e.event_id) for body, e in zip(raw, events) if getattr(body, "request_id", None)]
+    linked = [Attribution(body.request_id, router.stored_user(e.user_id), e.item_id, e.type,
+                          now if e.time is None else e.time, e.event_id)
+              for body, e in zip(raw, events) if getattr(body, "request_id", None)]
     return router.log.attribute(linked) if linked else None

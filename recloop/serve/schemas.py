@@ -287,3 +287,27 @@ class ErrorResponse(BaseModel):
 
     detail: str
     errors: list[Problem] | None = None
+
+
+# --- privacy (recloop.serve.privacy) ------------------------------------------------------------------
+class ForgetResponse(BaseModel):
+    """What ``DELETE /users/{user_id}`` erased."""
+
+    user_id: str
+    deleted: dict[str, int] = Field(description="Rows deleted, by store table.")
+    erasure_id: int = Field(description="The tombstone's number: retrain drops this user from older artifacts.")
+    through_event: int = Field(description="The last event id at the erasure: later events are new data.")
+    scrubbed: bool = Field(description="Freed bytes overwritten on disk (false: at the next checkpoint).")
+    in_model: bool = Field(description="The served model was trained on this user: it no longer uses their "
+                                       "history; `recloop forget --artifact` refits it without them.")
+
+
+class UserDataResponse(BaseModel):
+    """Everything the service stores about a user."""
+
+    user_id: str
+    stored_as: str = Field(description="The id as stored (its keyed pseudonym when pseudonyms are on).")
+    pseudonymised: bool
+    store: dict[str, list[dict[str, Any]]] = Field(description="The user's rows, by store table.")
+    live: dict[str, Any] | None = Field(description="The service's live state of the user (events since the model).")
+    model: dict[str, Any] = Field(description="The served model's training history and features of the user.")

@@ -29,11 +29,12 @@ import numpy as np
 from recloop.errors import RecloopError, UnknownIdError
 from recloop.serve.catalog import Catalog, FilterError
 from recloop.serve.coldstart import TextEmbedder, default_text_embedder
-from recloop.serve.events import EVENT_TYPES, Event
+from recloop.serve.events import EVENT_TYPES, Event, text_problem
 from recloop.serve.explain import ExplainStage
 from recloop.serve.explore import ExploreStage
 from recloop.serve.fairness import FairnessStage
 from recloop.serve.pipeline import Pipeline, Query, Ranked
+from recloop.serve.privacy import PrivacyGuard
 from recloop.serve.rerank import RerankStage
 from recloop.serve.settings import ServeSettings, exposure_warning
 from recloop.serve.state import LiveState
@@ -111,11 +112,13 @@ class RecommendationService:
         self._reload_lock = threading.Lock()
         self._following = False
         self._closed = threading.Event()
+        self.privacy = PrivacyGuard(settings.privacy, self.store)  # pseudonyms, erasure, retention
         self._state = self._build_state(settings.artifact, self.store.head().generation)
         self._stamp = artifact_stamp(settings.artifact)
         warning = exposure_warning(settings)
         if warning:
             log.warning(warning)
+        self.privacy.start(self)  # the retention sweep, when configured
         self._watcher = None
         if settings.watch > 0:
             self._watcher = threading.Thread(target=self._watch, name="recloop-artifact-watch", daemon=True)
@@ -132,6 +135,7 @@ class RecommendationService:
         explorer = self.pipeline.explorer
         state = LiveState.load(path, self.store, self.settings.policy, lambda: self._embedder_instance(), generation,
                                self.settings.retrieval, listeners=[explorer.observe] if explorer is not None else [])
+        self.privacy.on_new_state(state)  # users erased since the artifact was written stay hidden
         # A loaded model lives until the next reload, and its id maps and catalog hold an
         # entry per user and item, which every full garbage collection would walk: 110 ms
         # at 1e6 items, a stall that queues every request behind it. Frozen objects are
@@ -152,6 +156,7 @@ class RecommendationService:
         """Catch up with the store (events, items, a reload by another process) and
         return the state to answer from."""
         state = self._state
+        self.privacy.follow(state)  # erasures made by other processes
         head = self._follow_if_reloaded()
         if head.last_event_id > state.last_event_id or head.last_item_id > state.last_item_id:
             with self._sync_lock:
@@ -204,7 +209,7 @@ class RecommendationService:
             self._check_list("items", items)
         state = self.sync()
         if user_id is not None:
-            view = state.user_view(str(user_id))
+            view = state.user_view(self.privacy.key(user_id))
             # The catalog is read once, after the view: every item the view names is in
             # this snapshot, and the filter mask, scores and ids all use it.
             catalog = state.catalog
@@ -295,7 +300,7 @@ class RecommendationService:
         state = self.sync()
         known = None
         if user_id is not None:
-            known = state.user_view(str(user_id)).known
+            known = state.user_view(self.privacy.key(user_id)).known
         catalog = state.catalog
         results = []
         for index in catalog.search(query, limit):
@@ -357,7 +362,7 @@ class RecommendationService:
     def submit_events(self, events: Sequence[Event]) -> Future:
         """Validate, then queue for the next group commit; the future resolves (to the
         number of new events) once they are durable."""
-        return self.store.submit(self.validate_events(events))
+        return self.store.submit(self.privacy.ingest(self.validate_events(events)))
 
     def record_events(self, events: Sequence[Event]) -> int:
         """Validate and store durably; returns how many were new (see ``event_id``)."""
@@ -388,6 +393,24 @@ class RecommendationService:
         self.store.add_item(NewItem(item_id, line, features, embedding, title))
         catalog = self.sync().catalog
         return self._item_info(catalog, catalog.index(item_id))
+
+    # --- privacy (recloop.serve.privacy) -------------------------------------------------------------
+    def forget_user(self, user_id: str) -> dict:
+        """Erase a user: their rows in the store now, their live state now (the next
+        request treats them as a new visitor), and the model's knowledge of them from the
+        next request on; see :mod:`recloop.serve.privacy`."""
+        return self.privacy.forget(self.sync(), self._checked_user(user_id))
+
+    def user_data(self, user_id: str) -> dict:
+        """Everything stored about a user, as JSON-ready data."""
+        return self.privacy.export(self.sync(), self._checked_user(user_id))
+
+    @staticmethod
+    def _checked_user(user_id: str) -> str:
+        problem = text_problem("user_id", user_id)
+        if problem:
+            raise InvalidRequestError(problem)
+        return str(user_id)
 
     # --- model reloads ----------------------------------------------------------------------------
     def reload(self, path: str | Path | None = None) -> dict:
@@ -472,6 +495,7 @@ class RecommendationService:
 
     def close(self) -> None:
         self._closed.set()
+        self.privacy.close()
         if self._owns_store:
             self.store.close()
 

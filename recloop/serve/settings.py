@@ -30,6 +30,7 @@ from recloop.serve.explain import ExplainConfig
 from recloop.serve.explore import ExploreConfig
 from recloop.serve.online import OnlineConfig
 from recloop.serve.pipeline import PipelineConfig
+from recloop.serve.privacy import PrivacySettings
 from recloop.serve.rerank import RerankConfig
 from recloop.serve.retrieval import RetrievalConfig
 from recloop.typed_config import apply_override, from_dict, read_toml
@@ -76,7 +77,8 @@ class ServeSettings:
     instead). ``host``/``port``/``workers``: for ``recloop serve``. ``fairness``:
     calibration and an exposure quota per item group (:mod:`recloop.serve.fairness`).
     ``online``: impression logging and a second arm for A/B tests or interleaving
-    (:mod:`recloop.serve.online`).
+    (:mod:`recloop.serve.online`). ``privacy``: retention and pseudonyms
+    (:class:`~recloop.serve.privacy.PrivacySettings`).
     """
 
     artifact: str
@@ -99,6 +101,7 @@ class ServeSettings:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

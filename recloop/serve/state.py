@@ -97,6 +97,7 @@ class LiveState:
         self.last_event_id = self.events_through
         self.last_item_id = 0
         self.skipped_events = 0  # events naming items this state cannot place (should stay 0)
+        self.hidden_users: set[str] = set()  # model users erased since the artifact (recloop.serve.privacy)
         self.lock = threading.RLock()
         history = self.model.history_
         self._has_rating = history.has_rating
@@ -170,22 +171,41 @@ class LiveState:
         with self.lock:
             fresh = [e for e in events if e.id > self.last_event_id]
             for event in fresh:
-                item = self._item_index(event.item_id)
-                if item is None:
-                    self.skipped_events += 1
-                    continue
-                user = self.users.get(event.user_id)
-                if user is None:
-                    user = self.users[event.user_id] = LiveUser()
-                user.n_events += 1
-                user.known.add(item)
-                if self.policy.is_positive(event.type, event.value):
-                    user.positives.append(item)
-                    user.values.append(self.policy.interaction_value(event.type, event.value))
+                self._apply(event)
             if events:
                 self.last_event_id = max(self.last_event_id, events[-1].id)
         for listener in self._event_listeners:
             listener(self, fresh)
+
+    def _apply(self, event: StoredEvent) -> None:
+        item = self._item_index(event.item_id)
+        if item is None:
+            self.skipped_events += 1
+            return
+        user = self.users.get(event.user_id)
+        if user is None:
+            user = self.users[event.user_id] = LiveUser()
+        user.n_events += 1
+        user.known.add(item)
+        if self.policy.is_positive(event.type, event.value):
+            user.positives.append(item)
+            user.values.append(self.policy.interaction_value(event.type, event.value))
+
+    # --- erasure and retention (recloop.serve.privacy) -------------------------------------------
+    def rebuild_user(self, user_id: str, events: list[StoredEvent]) -> None:
+        """Replace the live state of ``user_id`` by ``events`` (what the store still holds of
+        them, up to ``last_event_id``): none after an erasure, fewer after a retention sweep."""
+        with self.lock:
+            self.users.pop(user_id, None)
+            for event in events:
+                if event.id <= self.last_event_id:
+                    self._apply(event)
+
+    def hide_model_users(self, user_ids: Iterable[str]) -> None:
+        """Serve these users of the model as if it had never seen them (erased since the
+        artifact was written): their training history and features are no longer used."""
+        with self.lock:
+            self.hidden_users.update(u for u in user_ids if u in self.model.users_)
 
     def _item_index(self, item_id: str) -> int | None:
         try:
@@ -195,13 +215,14 @@ class LiveState:
 
     # --- what a request sees -------------------------------------------------------------------
     def knows_user(self, user_id: str) -> bool:
-        return user_id in self.model.users_ or user_id in self.users
+        return (user_id in self.model.users_ and user_id not in self.hidden_users) or user_id in self.users
 
     def user_view(self, user_id: str) -> UserView:
         """Training history plus live events of ``user_id``; :class:`UnknownIdError` if
         the id is neither in the model nor in any event."""
         model = self.model
-        user_idx = model.users_.index(user_id) if user_id in model.users_ else UNKNOWN_USER
+        seen_in_model = user_id in model.users_ and user_id not in self.hidden_users
+        user_idx = model.users_.index(user_id) if seen_in_model else UNKNOWN_USER
         with self.lock:
             live = self.users.get(user_id)
             if user_idx == UNKNOWN_USER and live is None:

@@ -62,6 +62,7 @@ class FitState:
     stop: str = ""  # why training stops after this epoch ("" while it goes on)
     best_weights: dict[str, torch.Tensor] | None = None  # EarlyStopping's copy of the best epoch's weights
     bad_rounds: int = 0  # validations since the best one
+    private: Any = None  # recloop.train.privacy.PrivateTraining when training with DP-SGD
 
     def request_stop(self, reason: str) -> None:
         """Stop after the epoch in progress; the first reason given is the one reported."""

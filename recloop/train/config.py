@@ -14,9 +14,10 @@ A model's config nests one of these as ``train``, so an experiment file sets the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from recloop.errors import ConfigError, closest
+from recloop.train.privacy import PrivacyConfig
 
 SCHEDULES = ("constant", "linear", "cosine")
 AMP_DTYPES = ("auto", "bf16", "fp16")
@@ -76,6 +77,9 @@ class TrainerConfig:
         Show a progress bar with the loss and the validation metric.
     tensorboard_dir:
         Write TensorBoard scalars here, when the ``tensorboard`` package is installed.
+    privacy:
+        DP-SGD through Opacus (``[model.train.privacy]``, off by default): see
+        :mod:`recloop.train.privacy`.
     """
 
     epochs: int = 50
@@ -99,6 +103,7 @@ class TrainerConfig:
     resume: bool = False
     progress: bool = True
     tensorboard_dir: str | None = None
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self):
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_every": self.eval_every}
@@ -126,5 +131,8 @@ class TrainerConfig:
         if name not in METRIC_NAMES or not cutoff.isdigit() or int(cutoff) < 1:
             raise ConfigError(f"train.metric must look like 'ndcg@10' with a metric among {METRIC_NAMES}, "
                               f"got {self.metric!r}{closest(name, METRIC_NAMES)}")
+        if self.privacy.enabled and self.resume:
+            raise ConfigError("train.resume cannot continue a DP-SGD fit (the privacy accountant's state is not "
+                              "checkpointed): train from the start")
         if self.resume and not self.checkpoint_dir:
             raise ConfigError("train.resume needs train.checkpoint_dir (the folder holding last.pt)")

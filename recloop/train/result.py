@@ -35,6 +35,7 @@ class TrainResult:
     seconds: float = 0.0
     stopped: str = "max_epochs"  # max_epochs | early_stopping | time_budget
     steps: int = 0
+    privacy: dict | None = None  # DP-SGD: PrivacyReport.to_dict() (epsilon spent at delta, ...)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -49,6 +50,6 @@ class TrainResult:
     def to_dict(self) -> dict:
         return {"metric": self.metric, "best_epoch": self.best_epoch, "best_metric": self.best_metric,
                 "seconds_to_best": self.seconds_to_best, "seconds": self.seconds, "stopped": self.stopped,
-                "steps": self.steps, "seconds_per_epoch": self.seconds_per_epoch,
+                "steps": self.steps, "seconds_per_epoch": self.seconds_per_epoch, "privacy": self.privacy,
                 "cpu_seconds_per_epoch": self.cpu_seconds_per_epoch,
                 "history": [asdict(r) for r in self.history]}

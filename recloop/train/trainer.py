@@ -51,6 +51,7 @@ from recloop.train.callbacks import (
     TimeBudget,
 )
 from recloop.train.config import TrainerConfig
+from recloop.train.privacy import PrivateTraining
 from recloop.train.result import EpochRecord, TrainResult
 from recloop.train.sampler import epoch_batches
 
@@ -94,9 +95,10 @@ class Trainer:
     """
 
     def __init__(self, config: TrainerConfig | None = None, *, name: str = "model",
-                 distributed: D.DistributedContext | None = None):
+                 distributed: D.DistributedContext | None = None, privacy_unit: str = "example"):
         self.config = config or TrainerConfig()
         self.name = name
+        self.privacy_unit = privacy_unit  # what one row of the training data is (for the DP report)
         self.distributed = distributed or D.current()
         self.device = resolve_device(self.config.device, self.distributed)
         self.result = TrainResult()
@@ -133,6 +135,9 @@ class Trainer:
             if state.stop:
                 break
         hooks.on_fit_end(self, state)
+        if state.private is not None:
+            state.result.privacy = state.private.report().to_dict()
+            state.private.close()
         network.eval()
         state.result.seconds = time.perf_counter() - state.start
         return state.result
@@ -167,9 +172,16 @@ class Trainer:
         optimizer = make_optimizer(network, cfg)
         steps_per_epoch = math.ceil(n_examples / cfg.batch_size)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch * cfg.epochs))
-        autocast, scaler = self._precision()
+        private = None
+        if cfg.privacy.enabled:
+            if ctx.enabled:
+                raise ConfigError(f"{self.name}: train.privacy does not support distributed training; run one process")
+            private = PrivateTraining(cfg.privacy, network, optimizer, rows=n_examples, batch_size=cfg.batch_size,
+                                      steps=steps_per_epoch * cfg.epochs, seed=cfg.seed, unit=self.privacy_unit)
+        autocast, scaler = self._precision() if private is None else (contextlib.nullcontext, None)
         self.result = TrainResult(metric=cfg.metric if validating else None)
         state = FitState(network, optimizer, scheduler, scaler, self.result, start)
+        state.private = private
 
         def forward(batch: Any) -> torch.Tensor:
             with autocast():
@@ -182,12 +194,18 @@ class Trainer:
         cfg, ctx = self.config, self.distributed
         state.network.train()
         started, cpu_started = time.perf_counter(), time.process_time()
-        batches = epoch_batches(len(data), cfg.batch_size, epoch=state.epoch, seed=cfg.seed, rank=ctx.rank,
-                                world_size=ctx.world_size, lengths=getattr(data, "lengths", None))
+        if state.private is not None:  # DP-SGD: Poisson samples, as the accountant assumes
+            batches = state.private.batches(math.ceil(len(data) / cfg.batch_size))
+        else:
+            batches = epoch_batches(len(data), cfg.batch_size, epoch=state.epoch, seed=cfg.seed, rank=ctx.rank,
+                                    world_size=ctx.world_size, lengths=getattr(data, "lengths", None))
         state.epoch_steps = len(batches)
         hooks.on_epoch_start(self, state)
         loss_sum = 0.0
         for step, index in enumerate(batches):
+            if len(index) == 0:  # an empty Poisson sample: no update, the accountant still counts it
+                state.private.count_empty_step()
+                continue
             value = self._step(state, forward(to_device(data.batch(index), self.device)), step)
             loss_sum += value
             hooks.on_step_end(self, state, step, value)
@@ -200,19 +218,24 @@ class Trainer:
         if D.any_true(not math.isfinite(scalar), self.distributed, self.device):
             raise TrainingError(self._diverged_message(scalar, state.epoch, step))
         optimizer, scaler = state.optimizer, state.scaler
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
+        if state.private is not None:  # DP-SGD: per-row clipping and noise replace the global clip
+            state.private.optimizer.zero_grad(set_to_none=True)  # also drops the per-row gradients
             loss.backward()
-        if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(state.network.parameters(), self.config.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
+            state.private.step()
         else:
-            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if self.config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(state.network.parameters(), self.config.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
         state.scheduler.step()
         state.result.steps += 1
         return scalar

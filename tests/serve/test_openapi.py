@@ -40,7 +40,8 @@ def api_schema(app):
 
 OPERATIONS = [("POST", "/recommend"), ("GET", "/items/{item_id}/similar"), ("POST", "/events"), ("GET", "/items"),
               ("POST", "/items"), ("GET", "/features"), ("GET", "/items/{item_id}"), ("GET", "/health"),
-              ("GET", "/metrics"), ("POST", "/admin/reload"), ("GET", "/online-report")]
+              ("GET", "/metrics"), ("POST", "/admin/reload"), ("GET", "/online-report"),
+              ("DELETE", "/users/{user_id}"), ("GET", "/users/{user_id}/data")]
 
 
 def test_the_generated_tests_cover_every_operation(app):
