@@ -24,7 +24,7 @@ here they are mixed with a fixed weight, ``e_u(k+1) = (1 - social_weight) Â_u E
 social_weight Ŝ_u E_users(k)`` (a user without friends keeps the item aggregate
 alone), which keeps the model linear and parameter-free like LightGCN. On top, a social
 fallback: a user with at most ``fallback_history`` items in the history being scored
-and at least one friend gets :func:`~recloop.models.social.social_fallback` of the
+and at least one friend gets :func:`~recloop.data.social.social_fallback` of the
 model's scores and the share of their friends having each item.
 
 Scoring: known users use their final embeddings (the history passed only decides what
@@ -45,12 +45,12 @@ import torch
 from torch import nn
 
 from recloop.data.interactions import Interactions, UserHistories
+from recloop.data.social import friend_item_share, social_fallback
 from recloop.errors import ConfigError
 from recloop.models.base import UNKNOWN_USER
 from recloop.models.bpr import sample_negatives
 from recloop.models.neural import NeuralRecommender
 from recloop.models.similarity import cosine_similar_items
-from recloop.models.social import friend_item_share, social_fallback
 from recloop.train.config import TrainerConfig
 from recloop.utils import make_rng
 

@@ -135,7 +135,8 @@ async def recommend(body: RecommendRequest, service: Service, request: Request) 
     """Top-k items for a user (training history plus every event stored so far) or for
     an anonymous list of recent items. Known items are never returned."""
     arguments = {"user_id": body.user_id, "items": body.items, "k": body.k, "exclude": body.exclude,
-                 "filters": body.filters, "diversity": body.diversity, "explain": body.explain, "explore": body.explore}
+                 "filters": body.filters, "diversity": body.diversity, "explain": body.explain, "explore": body.explore,
+                 "friends": body.friends}
     if service.warm:  # concurrent requests are scored together, in the loop
         return _response(await request.app.state.batcher.recommend(**arguments))
     return _response(await asyncio.to_thread(lambda: service.recommend(**arguments)))
@@ -487,7 +488,7 @@ def _state_limits(schema: dict, limits: Limits) -> None:
     recommend = models["RecommendRequest"]
     props = recommend["properties"]
     props["k"]["maximum"] = limits.max_k
-    for name in ("items", "exclude"):
+    for name in ("items", "exclude", "friends"):
         for node in arrays(props[name]):
             node["maxItems"] = limits.max_list
     for node in objects(props["filters"]):

@@ -95,6 +95,10 @@ class RecommendRequest(Body):
                                           description="0 = pure relevance, 1 = most diverse (MMR); default: the server's.")
     explain: StrictBool = Field(False, description="Add reasons to each item.")
     explore: StrictBool = Field(True, description="Let the exploration stage swap in items it is learning about.")
+    friends: list[Id] | None = Field(
+        None, examples=[["275", "428"]],
+        description="The user's friends (users of the model). A new user_id naming friends gets recommendations at "
+                    "once, from what the friends have; a user of the model's friend graph needs not name them.")
 
     @field_validator("filters", mode="before")
     @classmethod

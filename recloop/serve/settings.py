@@ -30,6 +30,7 @@ from recloop.serve.explore import ExploreConfig
 from recloop.serve.pipeline import PipelineConfig
 from recloop.serve.rerank import RerankConfig
 from recloop.serve.retrieval import RetrievalConfig
+from recloop.serve.social import SocialConfig
 from recloop.typed_config import apply_override, from_dict, read_toml
 
 ENV_VAR = "RECLOOP_SERVE_SETTINGS"
@@ -92,6 +93,7 @@ class ServeSettings:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    social: SocialConfig = field(default_factory=SocialConfig)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

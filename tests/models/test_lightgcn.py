@@ -9,12 +9,11 @@ import scipy.sparse as sp
 
 from recloop.artifact import load_artifact
 from recloop.data import Dataset, IdMap, Interactions, UserHistories
-from recloop.data.social import UserGraph
+from recloop.data.social import UserGraph, friend_item_share, social_fallback
 from recloop.errors import ConfigError
 from recloop.evaluate import Evaluator
 from recloop.models import MODELS, UNKNOWN_USER, LightGCN, SocialLightGCN
 from recloop.models.lightgcn import normalized_bipartite
-from recloop.models.social import friend_item_share, social_fallback
 from tests.models.contract import RecommenderContract
 
 TRAIN = {"epochs": 30, "batch_size": 512, "lr": 0.02, "eval_every": 5, "patience": 3, "num_threads": 1,
