@@ -112,7 +112,7 @@ def test_social_fallback_ranks_what_friends_have(world):
     model.fit(dataset.interactions, user_graph=dataset.user_graph)
     assert _cold_ndcg(model, world) >= 0.35
     items, _ = model.recommend(cold[:1], k=12)
-    group_items = set(range(0, 12))  # cold[0] is in group 0
+    group_items = set(range(12))  # cold[0] is in group 0
     assert set(items[0]) == group_items
 
 
@@ -131,7 +131,7 @@ def test_the_friend_graph_is_saved_with_the_model(world, social, tmp_path):
 
 def test_unknown_users_are_folded_in_from_their_items(plain):
     history = UserHistories.from_lists([[0, 1, 2]], plain.n_items)
-    users, items = plain.final_embeddings()
+    _, items = plain.final_embeddings()
     expected = items[[0, 1, 2]].mean(axis=0) @ items.T
     np.testing.assert_allclose(plain.score([UNKNOWN_USER], history)[0], expected, rtol=1e-5, atol=1e-5)
 
@@ -157,3 +157,18 @@ def test_social_fallback_blends_on_one_scale():
     np.testing.assert_allclose(social_fallback(scores, share, 0.5), [[0.5, 0.5, 0.25]])
     assert np.argmax(social_fallback(scores, share, 1.0)) == 1
     assert np.argmax(social_fallback(scores, share, 0.0)) == 0
+
+
+def test_propagation_gradient_uses_the_transpose():
+    import torch
+
+    from recloop.models.lightgcn import _csr_tensor, _Propagate
+
+    dense = np.array([[0.0, 0.5, 0.0], [0.2, 0.0, 0.7], [0.0, 0.3, 0.1]], dtype=np.float32)  # not symmetric
+    matrix = sp.csr_matrix(dense)
+    x = torch.randn(3, 4, requires_grad=True)
+    out = _Propagate.apply(x, _csr_tensor(matrix), _csr_tensor(matrix.T.tocsr()))
+    weights = torch.randn(3, 4)
+    (out * weights).sum().backward()
+    np.testing.assert_allclose(out.detach().numpy(), dense @ x.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), dense.T @ weights.numpy(), rtol=1e-5, atol=1e-6)
