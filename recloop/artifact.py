@@ -30,6 +30,7 @@ from safetensors.numpy import load_file
 from recloop.data.features import Features
 from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions
+from recloop.data.social import UserGraph
 from recloop.errors import ArtifactError, RecloopError
 from recloop.models import MODELS, Recommender
 from recloop.models.artifact_writer import (
@@ -42,6 +43,7 @@ from recloop.models.artifact_writer import (
     ITEMS,
     METRICS,
     STATE,
+    USER_GRAPH,
     USERS,
     save_artifact,
 )
@@ -96,6 +98,7 @@ def load_artifact(path: str | Path) -> Artifact:
             except (RecloopError, KeyError, ValueError, IndexError, TypeError) as error:
                 raise ArtifactError(f"{path / file}: not a valid features table: {_reason(error)}") from None
         setattr(model, f"{name}_", features)
+    model.user_graph_ = _read_user_graph(path, users)
     try:
         model._set_state(state)
     except (RecloopError, KeyError, ValueError, IndexError, TypeError, RuntimeError) as error:
@@ -143,6 +146,18 @@ def _build_model(path: Path, header: dict) -> Recommender:
         return MODELS[name](**config)
     except RecloopError as error:
         raise ArtifactError(f"{file}: invalid {name} config: {error}") from None
+
+
+def _read_user_graph(path: Path, users: IdMap) -> UserGraph | None:
+    if not (path / USER_GRAPH).is_file():
+        return None
+    try:
+        return UserGraph.from_arrays(_read_arrays(path, USER_GRAPH), users)
+    except ArtifactError:
+        raise
+    except (RecloopError, KeyError, ValueError, IndexError, TypeError) as error:
+        raise ArtifactError(f"{path / USER_GRAPH}: not a user graph over {USERS} ({len(users)} ids): "
+                            f"{_reason(error)}") from None
 
 
 def _read_ids(path: Path, name: str, kind: str, header: dict) -> IdMap:

@@ -498,6 +498,9 @@ def cmd_compare(args) -> int:
     results = {label: run.test for label, run in runs.items()}
     fit_seconds = {label: run.fit_seconds for label, run in runs.items()}
     print(comparison_table(results, fit_seconds))
+    for group, users in data.split.user_groups.items():  # e.g. cold users, reported apart
+        print(f"\n{group} users ({len(users)}):")
+        print(comparison_table({label: result.restricted_to(users) for label, result in results.items()}))
     from recloop.data.quality import check_dataset
     from recloop.utils import provenance
 

@@ -124,7 +124,7 @@ def fit(model: Recommender, data: PreparedData | Dataset, train: Interactions,
     start = time.perf_counter()
     validate = validation_metric(model, train, valid) if valid is not None and len(valid) else None
     model.fit(train, item_features=dataset.item_features, user_features=dataset.user_features,
-              valid=valid, validate=validate)
+              valid=valid, validate=validate, user_graph=dataset.user_graph)
     return time.perf_counter() - start
 
 
@@ -174,6 +174,8 @@ def _evaluate_and_refit(spec: ModelSpec, data: PreparedData, config: ExperimentC
         fit_seconds = fit_seconds + refit_seconds if uses_valid else refit_seconds
     test_result = evaluator.evaluate(model, parts.test, parts.history("test"), train=train_log, progress=progress,
                                      **rerank_options(config, data, train_log))
+    if parts.user_groups:  # e.g. cold and warm users, reported apart
+        test_result.extra["groups"] = test_result.group_summaries(dict(parts.user_groups))
     if model.predicts_ratings and parts.test.rating is not None:
         test_result.extra["rating_errors"] = evaluator.evaluate_ratings(model, parts.test, parts.history("test"))
     metric = f"ndcg@{10 if 10 in config.evaluation.k else config.evaluation.k[0]}"

@@ -63,7 +63,8 @@ def search_grid(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, e
         models = get_model_class(spec.name).fit_grid(
             [{**dict(spec.params), **candidate} for candidate in candidates], parts.train,
             item_features=data.dataset.item_features, user_features=data.dataset.user_features, valid=parts.valid,
-            validation=lambda model: validation_metric(model, parts.train, parts.valid))
+            validation=lambda model: validation_metric(model, parts.train, parts.valid),
+            user_graph=data.dataset.user_graph)
         bar = progress_bar(desc=f"grid {spec.display_name}", total=len(candidates), unit="fit")
         for candidate in candidates:
             start = time.perf_counter()

@@ -196,3 +196,21 @@ def test_serve_on_a_port_another_process_holds_is_a_named_error_before_the_model
     error = capsys.readouterr().err
     assert f"cannot serve on 127.0.0.1:{port}" in error and "another process listens there" in error
     assert "Traceback" not in error
+def test_compare_reports_cold_and_warm_users_apart(tmp_path, capsys):
+    path = tmp_path / "cold.toml"
+    path.write_text('name = "cold"\n[data]\ndataset = "synthetic"\n'
+                    '[split]\nmethod = "ratio"\ntest_ratio = 0.2\nseed = 1\ncold_users = 0.3\ncold_history = [1, 3]\n'
+                    '[evaluation]\nk = [10]\nbeyond = []\n[[models]]\nname = "popular"\n[[models]]\nname = "itemknn"\n')
+    out = tmp_path / "results.json"
+    assert main(["compare", str(path), "--quiet", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cold-1 users (" in printed and "cold-3 users (" in printed and "warm users (" in printed
+    record = json.loads(out.read_text())
+    groups = record["models"]["itemknn"]["groups"]
+    assert set(groups) == {"cold-1", "cold-3", "warm"}
+    total = sum(g["n_users"] for g in groups.values())
+    assert total == record["models"]["itemknn"]["n_users"]
+    # the per-group means recombine into the overall mean
+    overall = sum(g["metrics"]["ndcg@10"] * g["n_users"] for g in groups.values()) / total
+    assert overall == pytest.approx(record["models"]["itemknn"]["metrics"]["ndcg@10"], rel=1e-6)
+    assert record["split"]["users_cold-1"] == groups["cold-1"]["n_users"]

@@ -9,17 +9,20 @@ import numpy as np
 
 from recloop.data.features import Features
 from recloop.data.interactions import Interactions
+from recloop.data.social import UserGraph
 from recloop.utils import gini
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Interactions plus optional user and item features over the same vocabularies."""
+    """Interactions plus optional user and item features over the same vocabularies,
+    and optionally a user-user relation (``user_graph``, e.g. Last.fm friendships)."""
 
     name: str
     interactions: Interactions
     item_features: Features | None = None
     user_features: Features | None = None
+    user_graph: UserGraph | None = None
 
     def __post_init__(self):
         # Features are kept row-aligned with the interaction vocabularies, so that
@@ -35,6 +38,8 @@ class Dataset:
                               f"{attribute.replace('_', ' ')} (e.g. {example!r}); they are kept with empty features",
                               stacklevel=3)
             object.__setattr__(self, attribute, features.aligned_to(ids))
+        if self.user_graph is not None and self.user_graph.users != self.interactions.users:
+            object.__setattr__(self, "user_graph", self.user_graph.aligned_to(self.interactions.users))
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, interactions={len(self.interactions)}, users={self.interactions.n_users}, "
@@ -53,7 +58,8 @@ class Dataset:
             return self
         return Dataset(self.name, log.remap(user_keep, item_keep),
                        None if self.item_features is None else self.item_features.take(item_keep),
-                       None if self.user_features is None else self.user_features.take(user_keep))
+                       None if self.user_features is None else self.user_features.take(user_keep),
+                       self.user_graph)  # re-aligned to the kept users by __post_init__
 
     def describe(self) -> dict:
         """Counts, sparsity and the shape of the popularity curve."""
@@ -81,6 +87,7 @@ class Dataset:
                 "categorical": list(self.item_features.categorical), "text": list(self.item_features.text)},
             "user_features": None if self.user_features is None else {
                 "categorical": list(self.user_features.categorical), "text": list(self.user_features.text)},
+            **({} if self.user_graph is None else {"user_graph": self.user_graph.describe()}),
         }
 
 

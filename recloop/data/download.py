@@ -52,6 +52,12 @@ KNOWN_DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("amazon-beauty", "amazon-sequences", ("Beauty.txt",), (),
                 "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/Beauty.txt",
                 "226cce9c3105299ca0db9615d7d3fb32b3175e90da43100ae352599f0f0107b8"),
+    # HetRec 2011 Last.fm; the files sit at the top of the archive. Checksum as recorded by a public
+    # project that downloads this archive (not re-computed here: a mismatch refuses the file).
+    DatasetSpec("lastfm-2k", "lastfm", ("user_artists.dat",),
+                ("artists.dat", "tags.dat", "user_taggedartists.dat", "user_friends.dat"),
+                "https://files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip",
+                "6738f48195667ff03caaab4d32ca9a3133d8cc026b7c3cdaf6ce1010e913c59c"),
 ]}
 
 

@@ -6,7 +6,8 @@ every part. The same seed gives the same split, on any machine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,11 +20,16 @@ SPLIT_METHODS = ("leave-one-out", "ratio", "temporal")
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Three disjoint parts of one log. ``valid`` may be empty."""
+    """Three disjoint parts of one log. ``valid`` may be empty.
+
+    ``user_groups`` names sets of users (``user_idx`` arrays) whose results are reported
+    apart, e.g. the cold users of :func:`make_cold_users` (``"cold-3"``) and the rest
+    (``"warm"``); empty for a plain split."""
 
     train: Interactions
     valid: Interactions
     test: Interactions
+    user_groups: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def history(self, stage: str) -> Interactions:
         """What a model may see when scoring ``stage``: the training log for
@@ -38,8 +44,10 @@ class Split:
         return {"valid": self.valid, "test": self.test}[stage]
 
     def describe(self) -> dict[str, int]:
-        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test),
-                "test_users": int(len(self.test.active_users()))}
+        out = {"train": len(self.train), "valid": len(self.valid), "test": len(self.test),
+               "test_users": int(len(self.test.active_users()))}
+        out.update({f"users_{name}": len(users) for name, users in self.user_groups.items()})
+        return out
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,12 @@ class SplitConfig:
         interactions, drawn at random with ``seed`` or the latest ones when ``by_time``.
         ``"temporal"``: one global time cut; the latest ``test_ratio`` of all interactions
         are test, the ``valid_ratio`` before them validation.
+    cold_users, cold_history:
+        Simulated cold users (:func:`make_cold_users`): after the split, a ``seed``-ed
+        ``cold_users`` share of the users keep only ``cold_history[j]`` of their training
+        interactions (the sizes dealt in turn), their other training and validation rows
+        are dropped, their test rows kept; results are then reported per group
+        (``cold-1``, ``cold-3``, ..., ``warm``). 0 (the default) makes none.
     """
 
     method: str = "leave-one-out"
@@ -63,6 +77,8 @@ class SplitConfig:
     by_time: bool = False
     validation: bool = True
     seed: int = 42
+    cold_users: float = 0.0
+    cold_history: tuple[int, ...] = (1, 3, 5)
 
     def __post_init__(self):
         if self.method not in SPLIT_METHODS:
@@ -70,15 +86,58 @@ class SplitConfig:
         if not (0 < self.test_ratio < 1) or not (0 <= self.valid_ratio < 1) or self.test_ratio + self.valid_ratio >= 1:
             raise ConfigError(f"split ratios must satisfy 0 < test_ratio, 0 <= valid_ratio and "
                               f"test_ratio + valid_ratio < 1; got {self.test_ratio}, {self.valid_ratio}")
+        if not 0 <= self.cold_users < 1:
+            raise ConfigError(f"split.cold_users must be a share in [0, 1), got {self.cold_users}")
+        if self.cold_users and (not self.cold_history or min(self.cold_history) < 1):
+            raise ConfigError(f"split.cold_history must list positive history sizes, got {self.cold_history}")
 
 
 def split(log: Interactions, config: SplitConfig) -> Split:
     """Split ``log`` as ``config`` says."""
     if config.method == "leave-one-out":
-        return leave_one_out(log, validation=config.validation)
-    if config.method == "ratio":
-        return ratio_split(log, config.test_ratio, config.valid_ratio, seed=config.seed, by_time=config.by_time)
-    return temporal_split(log, config.test_ratio, config.valid_ratio)
+        parts = leave_one_out(log, validation=config.validation)
+    elif config.method == "ratio":
+        parts = ratio_split(log, config.test_ratio, config.valid_ratio, seed=config.seed, by_time=config.by_time)
+    else:
+        parts = temporal_split(log, config.test_ratio, config.valid_ratio)
+    if config.cold_users:
+        parts = make_cold_users(parts, config.cold_users, config.cold_history, seed=config.seed)
+    return parts
+
+
+def make_cold_users(parts: Split, share: float, sizes: tuple[int, ...] = (1, 3, 5), seed: int = 42) -> Split:
+    """Turn a seeded ``share`` of the users into cold users.
+
+    Candidates are the users with a test interaction and more than ``max(sizes)``
+    training plus validation interactions (so each keeps strictly less than before).
+    ``round(share * n_users_with_test)`` of them are drawn with ``seed`` and dealt the
+    sizes in turn (the first drawn keeps ``sizes[0]``, the next ``sizes[1]``, ...): a cold
+    user keeps a seeded random ``size`` of their *training* rows, loses all other
+    training and validation rows, and keeps every test row, so their test history
+    (:meth:`Split.history`) has exactly ``size`` items. The dropped rows are in no part
+    (neither trained on nor masked nor counted as targets). ``user_groups`` gets
+    ``"cold-<size>"`` for each size and ``"warm"`` for every other user with a test
+    interaction.
+    """
+    rng = make_rng([seed, 1])  # its own stream: the split's draws stay as they were
+    train, valid, test = parts.train, parts.valid, parts.test
+    known = train.user_counts() + valid.user_counts()
+    tested = test.active_users()
+    candidates = tested[(known[tested] > max(sizes)) & (train.user_counts()[tested] >= max(sizes))]
+    n_cold = min(len(candidates), round(share * len(tested)))
+    chosen = rng.permutation(candidates)[:n_cold]
+    keep_size = np.full(train.n_users, -1, dtype=np.int64)  # -1: not cold
+    keep_size[chosen] = np.resize(np.asarray(sizes, dtype=np.int64), n_cold)
+    # a random rank of every training row inside its user; cold users keep ranks < size
+    order = np.lexsort((rng.random(len(train)), train.user_idx))
+    rank = np.empty(len(train), dtype=np.int64)
+    rank[order] = np.arange(len(train)) - np.repeat(train.user_indptr[:-1], train.user_counts())
+    row_size = keep_size[train.user_idx]
+    train = train.select((row_size < 0) | (rank < row_size))
+    valid = valid.select(keep_size[valid.user_idx] < 0)
+    groups = {f"cold-{size}": np.sort(chosen[keep_size[chosen] == size]) for size in dict.fromkeys(sizes)}
+    groups["warm"] = np.setdiff1d(tested, chosen)
+    return replace(parts, train=train, valid=valid, user_groups=groups)
 
 
 def _parts(log: Interactions, part: np.ndarray) -> Split:

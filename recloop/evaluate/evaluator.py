@@ -218,6 +218,23 @@ class EvaluationResult:
             raise ValueError("paired tests need both runs evaluated on the same users")
         return paired_test(self.per_user[metric], other.per_user[metric], metric)
 
+    def restricted_to(self, users: np.ndarray) -> EvaluationResult:
+        """The per-user results of those of ``users`` that were evaluated (a group such
+        as the cold users of a split), with the lists and history lengths to match.
+        List-level metrics (coverage, Gini) are not recomputed: ``aggregate`` is empty."""
+        keep = np.isin(self.users, users)
+        return EvaluationResult(self.users[keep], {name: values[keep] for name, values in self.per_user.items()}, {},
+                                self.recommendations[keep], self.history_lengths[keep], self.config,
+                                population=int(keep.sum()))
+
+    def group_summaries(self, groups: dict[str, np.ndarray]) -> dict[str, dict]:
+        """For each named group of users: its evaluated users and per-user metric means."""
+        out = {}
+        for name, users in groups.items():
+            part = self.restricted_to(users)
+            out[name] = {"n_users": len(part.users), "metrics": part.summary()}
+        return out
+
     def to_dict(self) -> dict:
         """JSON-able: metric means, 95% intervals, counts."""
         return {

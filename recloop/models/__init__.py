@@ -12,6 +12,7 @@ from recloop.models.ease import EASE
 from recloop.models.genre_popularity import GenrePopularity
 from recloop.models.gru4rec import GRU4Rec
 from recloop.models.itemknn import ItemKNN
+from recloop.models.lightgcn import LightGCN, SocialLightGCN
 from recloop.models.mlp import MLPRecommender
 from recloop.models.neumf import NeuMF
 from recloop.models.neural import NeuralRecommender
@@ -37,6 +38,9 @@ MODELS: dict[str, type[Recommender]] = {
     TwoTower.name: TwoTower,
     GRU4Rec.name: GRU4Rec,
     SASRec.name: SASRec,
+    # graph
+    LightGCN.name: LightGCN,
+    SocialLightGCN.name: SocialLightGCN,
     # language-model content
     ContentBased.name: ContentBased,
 }
@@ -49,6 +53,6 @@ def get_model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}{closest(name, MODELS)}; models are {sorted(MODELS)}") from None
 
 
-__all__ = ["ALS", "BPR", "Bias", "ContentBased", "EASE", "GRU4Rec", "GenrePopularity", "ItemKNN", "MLPRecommender",
-           "MODELS", "MostPopular", "NeuMF", "NeuralRecommender", "RandomRanker", "Recommender", "SASRec", "TwoTower",
-           "UNKNOWN_USER", "get_model_class"]
+__all__ = ["ALS", "BPR", "Bias", "ContentBased", "EASE", "GRU4Rec", "GenrePopularity", "ItemKNN", "LightGCN",
+           "MLPRecommender", "MODELS", "MostPopular", "NeuMF", "NeuralRecommender", "RandomRanker", "Recommender",
+           "SASRec", "SocialLightGCN", "TwoTower", "UNKNOWN_USER", "get_model_class"]

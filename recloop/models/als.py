@@ -7,7 +7,8 @@ Collaborative Filtering", RecSys 2011 (as in the ``implicit`` library).
 
 Every user-item pair has a preference ``p_ui`` (1 if observed, else 0) and a
 confidence ``c_ui = 1 + alpha * r_ui`` (``r_ui`` is 1, or the rating when
-``weighted``). The loss ``sum c_ui (p_ui - x_u . y_i)^2 + regularization (|x|^2 + |y|^2)``
+``weighted``; with ``log_scale = eps > 0`` it is ``log(1 + rating / eps)``, the paper's
+log-scaled confidence (its eq. 6), which suits play counts spanning 1 to 1e5). The loss ``sum c_ui (p_ui - x_u . y_i)^2 + regularization (|x|^2 + |y|^2)``
 is minimised by alternating the user step, which solves for every user
 ``(Y^T Y + regularization I + Y^T (C_u - I) Y) x_u = Y^T C_u p_u``, and the symmetric
 item step. Each step runs ``cg_steps`` conjugate-gradient iterations warm-started from
@@ -51,7 +52,8 @@ class ALSConfig:
     matrices (must be positive). ``alpha``: confidence slope, ``c = 1 + alpha * r``.
     ``iterations``: alternating sweeps. ``cg_steps``: conjugate-gradient iterations per
     step (3 is enough when warm-started). ``weighted``: ``r`` is the rating, not 1.
-    ``seed``: initial factors.
+    ``log_scale``: with ``weighted``, ``r = log(1 + rating / log_scale)`` when positive
+    (Hu et al.'s ``epsilon``); 0 uses the rating as it is. ``seed``: initial factors.
 
     The penalty is not scaled by the number of interactions, so its best value grows
     with the data's density and with ``alpha``: ``alpha=10, regularization=50`` is a
@@ -64,6 +66,7 @@ class ALSConfig:
     iterations: int = 15
     cg_steps: int = 3
     weighted: bool = False
+    log_scale: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -75,6 +78,8 @@ class ALSConfig:
             raise ConfigError(f"ALS regularization must be positive, got {self.regularization}")
         if self.alpha < 0:
             raise ConfigError(f"ALS alpha must be zero or positive, got {self.alpha}")
+        if self.log_scale < 0:
+            raise ConfigError(f"ALS log_scale must be zero (no log) or positive, got {self.log_scale}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"ALS seed must be an integer, got {self.seed!r}")
 
@@ -99,6 +104,8 @@ class ALS(Recommender):
     def _weights(self, x: sp.csr_matrix) -> sp.csr_matrix:
         """``c - 1 = alpha * r`` on the observed pairs."""
         x = x.astype(np.float32)
+        if self.config.weighted and self.config.log_scale > 0:
+            x.data = np.log1p(x.data / np.float32(self.config.log_scale)).astype(np.float32)
         x.data *= np.float32(self.config.alpha)
         return x
 

@@ -10,6 +10,7 @@ An artifact is a directory of plain arrays and JSON, no pickle::
       users.json items.json external ids in index order
       item_features.json    side features, when the model had them
       user_features.json
+      user_graph.safetensors the user-user relation (friendships), when the model had one
       metrics.json          evaluation results, when there are any
       extra.json            anything else the writer attaches (experiment config, timings)
 
@@ -40,6 +41,7 @@ FORMAT_VERSION = 2
 HEADER, STATE, HISTORY, USERS, ITEMS = "model.json", "state.safetensors", "history.safetensors", "users.json", \
     "items.json"
 METRICS, EXTRA = "metrics.json", "extra.json"
+USER_GRAPH = "user_graph.safetensors"
 FEATURES = ("item_features", "user_features")
 
 
@@ -63,6 +65,9 @@ def save_artifact(model: Any, path: str | Path, metrics: dict | None = None, ext
             features = getattr(model, f"{name}_", None)
             if features is not None:
                 write_json(staging / f"{name}.json", features.to_dict())
+        graph = getattr(model, "user_graph_", None)
+        if graph is not None:
+            save_file({k: np.ascontiguousarray(v) for k, v in graph.to_arrays().items()}, str(staging / USER_GRAPH))
         write_json(staging / METRICS, jsonable(metrics or {}))
         write_json(staging / EXTRA, jsonable(extra or {}))
         if path.exists():

@@ -35,6 +35,7 @@ import torch
 from recloop.data.features import Features
 from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions, UserHistories
+from recloop.data.social import UserGraph
 from recloop.errors import ConfigError, NotFittedError
 from recloop.models.artifact_writer import save_artifact
 from recloop.typed_config import from_dict
@@ -87,19 +88,24 @@ class Recommender(ABC):
     # --- fitting ----------------------------------------------------------------------------
     def fit(self, train: Interactions, *, item_features: Features | None = None,
             user_features: Features | None = None, valid: Interactions | None = None,
-            validate: Callable[[], float] | None = None) -> Self:
+            validate: Callable[[], float] | None = None, user_graph: UserGraph | None = None) -> Self:
         """Learn from ``train`` (and side features, where the model uses them).
+
+        ``user_graph`` is a user-user relation over ``train.users`` (friendships): kept as
+        ``user_graph_`` and saved with the model (so the service knows it); social models
+        use it, the others only carry it.
 
         ``valid`` holds validation targets for models that stop early (their history is
         ``train``) and ``validate`` returns the validation metric of the model as it is
         now; models without early stopping ignore both. Every call starts from scratch.
         Returns ``self``.
         """
-        self._remember(train, item_features, user_features)
+        self._remember(train, item_features, user_features, user_graph)
         self._fit(train, valid)
         return self
 
-    def _remember(self, train: Interactions, item_features: Features | None, user_features: Features | None) -> None:
+    def _remember(self, train: Interactions, item_features: Features | None, user_features: Features | None,
+                  user_graph: UserGraph | None = None) -> None:
         """What every fit keeps, before the model's own ``_fit``."""
         if len(train) == 0:
             raise ConfigError(f"{type(self).__name__}.fit() got an empty training log")
@@ -108,12 +114,14 @@ class Recommender(ABC):
         self.history_: Interactions = train
         self.item_features_ = item_features
         self.user_features_ = user_features
+        self.user_graph_ = None if user_graph is None else user_graph.aligned_to(train.users)
 
     @classmethod
     def fit_grid(cls, candidates: Sequence[dict[str, Any]], train: Interactions, *,
                  item_features: Features | None = None, user_features: Features | None = None,
                  valid: Interactions | None = None,
-                 validation: Callable[[Recommender], Callable[[], float]] | None = None) -> Iterator[Recommender]:
+                 validation: Callable[[Recommender], Callable[[], float]] | None = None,
+                 user_graph: UserGraph | None = None) -> Iterator[Recommender]:
         """One fitted model per hyperparameter dict of ``candidates``, lazily and in order
         (a grid search scores each and drops it before the next is fitted).
 
@@ -127,7 +135,7 @@ class Recommender(ABC):
             model = cls(**params)
             validate = validation(model) if validation is not None and valid is not None and len(valid) else None
             yield model.fit(train, item_features=item_features, user_features=user_features, valid=valid,
-                            validate=validate)
+                            validate=validate, user_graph=user_graph)
 
     @abstractmethod
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:

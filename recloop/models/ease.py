@@ -94,7 +94,7 @@ class EASE(Recommender):
     @classmethod
     def fit_grid(cls, candidates: Sequence[dict[str, Any]], train: Interactions, *,
                  item_features: Features | None = None, user_features: Features | None = None,
-                 valid: Interactions | None = None, validation=None) -> Iterator[EASE]:
+                 valid: Interactions | None = None, validation=None, user_graph=None) -> Iterator[EASE]:
         """As :meth:`Recommender.fit_grid`, with the Gram matrix built once for all
         candidates that share ``weighted`` and ``max_items`` (the weights are those ``fit`` gives)."""
         gram, gram_key = None, None
@@ -107,7 +107,7 @@ class EASE(Recommender):
             if gram is None or gram_key != key:
                 gram = None  # at most one Gram matrix alive
                 gram, gram_key = gram_matrix(train, model.config.weighted, model.kept_items_), key
-            model._remember(train, item_features, user_features)
+            model._remember(train, item_features, user_features, user_graph)
             with progress_bar(desc=f"fit ease l2={model.config.l2:g}", total=1, unit="step") as bar:
                 model.weights_ = ease_weights(gram, model.config.l2)
                 bar.update()

@@ -39,6 +39,7 @@ from torch import nn
 
 from recloop.data.features import Features
 from recloop.data.interactions import Interactions, UserHistories
+from recloop.data.social import UserGraph
 from recloop.errors import ConfigError
 from recloop.models.base import Recommender
 from recloop.train.config import TrainerConfig
@@ -92,7 +93,7 @@ class NeuralRecommender(Recommender):
     # --- fitting and scoring -----------------------------------------------------------------------
     def fit(self, train: Interactions, *, item_features: Features | None = None,
             user_features: Features | None = None, valid: Interactions | None = None,
-            validate: Callable[[], float] | None = None) -> Self:
+            validate: Callable[[], float] | None = None, user_graph: UserGraph | None = None) -> Self:
         """As :meth:`Recommender.fit`, with early stopping on ``validate``: a function
         returning the validation metric of the network as it is now (higher is better),
         called by the trainer every ``train.eval_every`` epochs. The caller builds it
@@ -104,7 +105,8 @@ class NeuralRecommender(Recommender):
                               "recloop.experiment.fit()")
         self._validate = validate
         try:
-            return super().fit(train, item_features=item_features, user_features=user_features, valid=valid)
+            return super().fit(train, item_features=item_features, user_features=user_features, valid=valid,
+                               user_graph=user_graph)
         finally:
             del self._validate
 

@@ -145,7 +145,7 @@ async def recommend(body: RecommendRequest, service: Service, request: Request) 
     experiment arm that gave it (``online`` settings)."""
     arguments = {"user_id": body.user_id, "items": body.items, "k": body.k, "exclude": body.exclude,
                  "filters": body.filters, "diversity": body.diversity, "explain": body.explain, "explore": body.explore,
-                 "calibration": body.calibration, "exposure": body.exposure}
+                 "calibration": body.calibration, "exposure": body.exposure, "friends": body.friends}
     request_id = new_request_id()
     result, arm = await request.app.state.router.recommend(arguments, request_id)
     return _response(result, request_id=request_id, arm=arm)
@@ -556,7 +556,7 @@ def _state_limits(schema: dict, limits: Limits) -> None:
     recommend = models["RecommendRequest"]
     props = recommend["properties"]
     props["k"]["maximum"] = limits.max_k
-    for name in ("items", "exclude"):
+    for name in ("items", "exclude", "friends"):
         for node in arrays(props[name]):
             node["maxItems"] = limits.max_list
     for node in objects(props["filters"]):

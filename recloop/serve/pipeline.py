@@ -13,6 +13,10 @@ can swap or drop one:
    candidates it wants to learn about; learns from the events the service applies.
 4. **explanations** (:mod:`recloop.serve.explain`): reasons for each item shown, when asked.
 
+A query with friends (:mod:`recloop.serve.social`) whose user has almost no history takes
+its candidates from the friends' blend instead of step 1; with ``explain``, items the
+friends have say so.
+
 Without a re-ranker or an explorer the top ``k`` candidates are the answer. A query
 carries the catalog snapshot it was resolved against; every stage answers from it.
 """
@@ -27,6 +31,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from recloop.serve.catalog import Catalog
+    from recloop.serve.social import SocialStage
     from recloop.serve.state import LiveState, UserView
 
 
@@ -45,6 +50,7 @@ class Query:
     similar: bool = False  # items related to one item (no user): reasons say "Similar to"
     calibration: float | None = None  # Steck's lambda; None: the fairness stage's default
     exposure: Mapping[str, float] | None = None  # least share per item group; None: the stage's default
+    friends: np.ndarray | None = None  # the user's friends (model user indices), when known
 
 
 @dataclass(frozen=True)
@@ -96,9 +102,11 @@ class Pipeline:
     """Runs the stages over a :class:`LiveState` for one :class:`Query`."""
 
     def __init__(self, config: PipelineConfig = PipelineConfig(), reranker: Reranker | None = None,
-                 explorer: Explorer | None = None, explainer: Explainer | None = None):
+                 explorer: Explorer | None = None, explainer: Explainer | None = None,
+                 social: SocialStage | None = None):
         self.config = config
         self.reranker, self.explorer, self.explainer = reranker, explorer, explainer
+        self.social = social
 
     def run(self, state: LiveState, query: Query) -> Ranked:
         return self.run_batch(state, [query])[0]
@@ -107,10 +115,13 @@ class Pipeline:
         """Several queries: candidates for all in one model call, then each its own way."""
         needs_pool = any(self._needs_pool(q) for q in queries)
         n = max([self.config.candidates] + [q.k for q in queries]) if needs_pool else max(q.k for q in queries)
-        found = state.retrieval.candidates([q.view for q in queries], n, [q.exclude for q in queries],
-                                           [q.allowed for q in queries], [len(q.catalog) for q in queries],
-                                           state.cold)
-        return [self._finish(state, query, *candidates) for query, candidates in zip(queries, found)]
+        social = [self.social is not None and self.social.applies(state, q) for q in queries]
+        usual = [q for q, by_friends in zip(queries, social) if not by_friends]
+        found = iter(state.retrieval.candidates([q.view for q in usual], n, [q.exclude for q in usual],
+                                                [q.allowed for q in usual], [len(q.catalog) for q in usual],
+                                                state.cold) if usual else [])
+        return [self._finish(state, query, *(self.social.candidates(state, query, n) if by_friends else next(found)))
+                for query, by_friends in zip(queries, social)]
 
     def _needs_pool(self, query: Query) -> bool:
         """Whether later stages choose among more than the top ``k``."""
@@ -132,4 +143,7 @@ class Pipeline:
         reasons = None
         if query.explain and self.explainer is not None:
             reasons = self.explainer.explain(state, query, items)
+        if query.explain and self.social is not None and query.friends is not None:
+            reasons = [([friends] if friends else []) + (reasons[r] if reasons is not None else [])
+                       for r, friends in enumerate(self.social.reasons(state, query, items))]
         return Ranked(items, scores, reasons, source, query.catalog, explored)

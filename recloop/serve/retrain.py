@@ -140,7 +140,8 @@ def retrain(artifact: str | Path, store: EventStore, output: str | Path,
     log, item_features, user_features, stats = fold_events(model, store, policy, after)
     fresh = type(model)(model.config)
     start = time.perf_counter()
-    fresh.fit(log, item_features=item_features, user_features=user_features)
+    fresh.fit(log, item_features=item_features, user_features=user_features,
+              user_graph=getattr(model, "user_graph_", None))
     seconds = time.perf_counter() - start
     extra = {key: value for key, value in loaded.extra.items()
              if key not in (EVENTS_THROUGH, EVENTS_STORE, "retrain")}

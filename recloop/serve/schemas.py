@@ -102,6 +102,10 @@ class RecommendRequest(Body):
         None, examples=[{"tail": 0.3}],
         description="Least share of the list per item group (popularity tiers head/tail, or the server's "
                     "fairness.groups feature), e.g. {\"tail\": 0.3}; default: the server's.")
+    friends: list[Id] | None = Field(
+        None, examples=[["275", "428"]],
+        description="The user's friends (users of the model). A new user_id naming friends gets recommendations at "
+                    "once, from what the friends have; a user of the model's friend graph needs not name them.")
 
     @field_validator("filters", mode="before")
     @classmethod

@@ -37,6 +37,7 @@ from recloop.serve.pipeline import Pipeline, Query, Ranked
 from recloop.serve.privacy import PrivacyGuard
 from recloop.serve.rerank import RerankStage
 from recloop.serve.settings import ServeSettings, exposure_warning
+from recloop.serve.social import SocialStage
 from recloop.serve.state import LiveState
 from recloop.serve.store import EventStore, ItemExistsError, NewItem, StoreHead, default_db_path, open_store
 
@@ -72,7 +73,7 @@ def default_pipeline(settings: ServeSettings) -> Pipeline:
     if settings.explore.method != "none":
         explorer = ExploreStage(settings.explore, max_k=settings.limits.max_k)
     return Pipeline(settings.pipeline, reranker=FairnessStage(settings.fairness, RerankStage(settings.rerank)),
-                    explorer=explorer, explainer=ExplainStage(settings.explain))
+                    explorer=explorer, explainer=ExplainStage(settings.explain), social=SocialStage(settings.social))
 
 
 def artifact_stamp(path: str | Path) -> str:
@@ -185,19 +186,24 @@ class RecommendationService:
     def recommend(self, user_id: str | None = None, items: Sequence[str] | None = None, k: int = 10,
                   exclude: Sequence[str] = (), filters: Mapping[str, Sequence[str]] | None = None,
                   diversity: float | None = None, explain: bool = False, explore: bool = True,
-                  calibration: float | None = None, exposure: Mapping[str, float] | None = None) -> RecommendResult:
+                  calibration: float | None = None, exposure: Mapping[str, float] | None = None,
+                  friends: Sequence[str] | None = None) -> RecommendResult:
         """Top-``k`` for a user (training history plus live events) or, with ``items``,
         an anonymous user whose recent items (oldest first) those are. ``calibration``
-        and ``exposure`` (least share per item group) override the fairness settings."""
+        and ``exposure`` (least share per item group) override the fairness settings.
+        ``friends`` (ids of the model's users) names the user's friends: a user the
+        service has never seen may then ask at once (see :mod:`recloop.serve.social`); a
+        user of the model's friend graph has theirs looked up."""
         state, query = self.prepare(user_id, items, k, exclude, filters, diversity, explain, explore, calibration,
-                                    exposure)
+                                    exposure, friends)
         return self.finish(state, self.pipeline.run(state, query))
 
     def prepare(self, user_id: str | None = None, items: Sequence[str] | None = None, k: int = 10,
                 exclude: Sequence[str] = (), filters: Mapping[str, Sequence[str]] | None = None,
                 diversity: float | None = None, explain: bool = False,
                 explore: bool = True, calibration: float | None = None,
-                exposure: Mapping[str, float] | None = None) -> tuple[LiveState, Query]:
+                exposure: Mapping[str, float] | None = None,
+                friends: Sequence[str] | None = None) -> tuple[LiveState, Query]:
         """The checked, resolved query of :meth:`recommend` (everything but the scoring),
         so that :class:`RecommendBatcher` can score many at once."""
         if (user_id is None) == (items is None):
@@ -207,8 +213,14 @@ class RecommendationService:
         self._check_list("exclude", exclude)
         if items is not None:
             self._check_list("items", items)
+        if friends is not None:
+            self._check_list("friends", friends)
         state = self.sync()
-        if user_id is not None:
+        friend_idx = None if friends is None else state.model.users_.indices([str(f) for f in friends])
+        if user_id is not None and friend_idx is not None and not state.knows_user(self.privacy.key(user_id)):
+            view = state.anonymous_view([], state.catalog)  # a new user who named friends: no history yet
+            catalog = state.catalog
+        elif user_id is not None:
             view = state.user_view(self.privacy.key(user_id))
             # The catalog is read once, after the view: every item the view names is in
             # this snapshot, and the filter mask, scores and ids all use it.
@@ -216,9 +228,13 @@ class RecommendationService:
         else:
             catalog = state.catalog
             view = state.anonymous_view(list(items), catalog)
+        if friend_idx is None and view.user_idx >= 0 and getattr(state.model, "user_graph_", None) is not None:
+            friend_idx = state.model.user_graph_.friends(view.user_idx)  # whose friends are known
         query = self._query(catalog, view, k, exclude, filters, diversity, explain, explore)
         if calibration is not None or exposure is not None:
             query = replace(query, calibration=calibration, exposure=self._check_exposure(calibration, exposure))
+        if friend_idx is not None:
+            query = replace(query, friends=friend_idx)
         return state, query
 
     @staticmethod

@@ -33,6 +33,7 @@ from recloop.serve.pipeline import PipelineConfig
 from recloop.serve.privacy import PrivacySettings
 from recloop.serve.rerank import RerankConfig
 from recloop.serve.retrieval import RetrievalConfig
+from recloop.serve.social import SocialConfig
 from recloop.typed_config import apply_override, from_dict, read_toml
 
 ENV_VAR = "RECLOOP_SERVE_SETTINGS"
@@ -102,6 +103,7 @@ class ServeSettings:
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    social: SocialConfig = field(default_factory=SocialConfig)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

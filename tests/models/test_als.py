@@ -141,3 +141,16 @@ def test_user_vectors_give_the_scores_so_serving_can_search_an_index(fit_log):
     weights = fit_log.histories(users).to_csr() * PARAMS["alpha"]
     fresh = solve_users(weights, torch.from_numpy(model.item_factors_), PARAMS["regularization"]).numpy()
     np.testing.assert_allclose(model.user_vectors(users), fresh, rtol=1e-5, atol=1e-6)
+
+
+def test_log_scaled_confidence_is_hu_et_al_eq_6():
+    # c - 1 = alpha * log(1 + r / epsilon) on the observed pairs, with r the play count
+    model = ALS(alpha=2.0, weighted=True, log_scale=10.0)
+    plays = sp.csr_matrix(np.array([[0.0, 10.0, 1000.0]], dtype=np.float32))
+    np.testing.assert_allclose(model._weights(plays).toarray(), [[0.0, 2 * np.log(2.0), 2 * np.log(101.0)]],
+                               rtol=1e-6)
+    # without `weighted` the play count is ignored: every observed pair has r = 1
+    binary = ALS(alpha=2.0, log_scale=10.0)
+    np.testing.assert_allclose(binary._weights(sp.csr_matrix(np.ones((1, 2), np.float32))).toarray(), [[2.0, 2.0]])
+    with pytest.raises(ConfigError, match="log_scale"):
+        ALS(log_scale=-1.0)
