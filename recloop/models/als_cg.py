@@ -26,6 +26,10 @@ import numpy as np
 import torch
 from numba import prange
 
+# numba's default order tries TBB first, whose threads would not follow OpenMP's wait
+# policy; prefer the OpenMP runtime torch uses (an explicit NUMBA_THREADING_LAYER wins).
+numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
 
 @numba.njit(parallel=True, fastmath={"reassoc", "contract"}, nogil=True, cache=True)
 def _cg_rows(indptr, indices, values, other, gram, x, out, steps, tiny):  # pragma: no cover - compiled
