@@ -20,6 +20,12 @@ part, for both models on the same users (all test users, or a seeded sample of
 ``--eval-users``), with a paired test of the difference (recloop minus implicit). recloop scores a user by its exact user step against the item
 factors; ``implicit`` by the user factors it trained (a small adaptor, ``ImplicitFactors``).
 
+``--sweeps N`` measures instead the cost of one sweep (user step + item step) on the
+training part, without fits from scratch or evaluation: N sweeps of recloop's half-sweep
+function (and of the ``--baseline``'s), each with its CPU seconds (user and system) and
+minor page faults (``getrusage``), and one ``implicit`` fit of N iterations (its CPU per
+iteration). That is where a cost that grows faster than the data shows.
+
 Like the ``recloop`` command, the script calls ``configure_threads()`` (``OMP_WAIT_POLICY=PASSIVE``)
 before torch loads, so torch and ``implicit`` (which share GNU OpenMP) both run with it.
 """
@@ -30,6 +36,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -107,6 +114,34 @@ def timed(function):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def usage() -> tuple[float, float, int]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime, r.ru_minflt
+
+
+def sweep_costs(module, train, args) -> list[dict]:
+    """``args.sweeps`` sweeps of ``module``'s ALS half-sweeps (``conjugate_gradient`` on
+    its ``RowWeights``), as its ``ALS._fit`` runs them; CPU and page faults of each."""
+    x = train.to_csr().astype(np.float32)
+    x.data *= np.float32(args.alpha)
+    by_user, by_item = module.RowWeights(x, torch.float32), module.RowWeights(x.T.tocsr(), torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    users = torch.rand((train.n_users, args.factors), generator=generator) * 0.01
+    items = torch.rand((train.n_items, args.factors), generator=generator) * 0.01
+    out = []
+    for _ in range(args.sweeps):
+        before, wall = usage(), time.perf_counter()
+        users = module.conjugate_gradient(by_user, items, users, args.regularization, 3)
+        items = module.conjugate_gradient(by_item, users, items, args.regularization, 3)
+        after = usage()
+        out.append({"wall_s": time.perf_counter() - wall, "user_s": after[0] - before[0],
+                    "system_s": after[1] - before[1], "minor_faults": after[2] - before[2],
+                    "load_average": load_average()})
+        print(f"  {module.__name__}: sweep {len(out)}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[-1].items()),
+              flush=True)
+    return out
+
+
 def load_average() -> float:
     return os.getloadavg()[0]
 
@@ -122,6 +157,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch and implicit threads (default torch's)")
     parser.add_argument("--eval-users", type=int, default=0, help="seeded sample of test users (0: all)")
     parser.add_argument("--baseline", default=None, help="also fit recloop's ALS as of this git ref")
+    parser.add_argument("--sweeps", type=int, default=0, help="only the cost of N sweeps (see above)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -135,7 +171,9 @@ def main() -> None:
     log, load_s, _ = timed(lambda: load(args.data).interactions)
     split = leave_one_out(log, validation=False)
     train, test = split.train, split.test
-    print(f"{args.data}: {len(log):,} interactions, {log.n_users:,} users, {log.n_items:,} items; "
+    size = {"interactions": len(log), "users": log.n_users, "items": log.n_items}
+    del log, split  # the split's parts are what is used: at 1e7 the whole log is ~0.3 GB more
+    print(f"{args.data}: {size['interactions']:,} interactions, {size['users']:,} users, {size['items']:,} items; "
           f"train {len(train):,}; load {load_s:.1f} s; {threads} threads", flush=True)
 
     params = {"factors": args.factors, "iterations": args.iterations, "regularization": args.regularization,
@@ -150,6 +188,35 @@ def main() -> None:
         with threadpool_limits(1, "blas"):
             model.fit(matrix, show_progress=False)
         return model
+
+    if args.sweeps:
+        import recloop.models.als as current
+
+        costs = {"recloop": sweep_costs(current, train, args)}
+        if args.baseline:
+            baseline_als(args.baseline)
+            costs["recloop before"] = sweep_costs(sys.modules["als_baseline"], train, args)
+        args.iterations = args.sweeps
+        before, wall = usage(), time.perf_counter()
+        fit_implicit()
+        after = usage()
+        costs["implicit"] = [{"wall_s": (time.perf_counter() - wall) / args.sweeps,
+                              "user_s": (after[0] - before[0]) / args.sweeps,
+                              "system_s": (after[1] - before[1]) / args.sweeps,
+                              "minor_faults": (after[2] - before[2]) / args.sweeps, "load_average": load_average()}]
+        print(f"  implicit: per iteration (of {args.sweeps}): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in costs["implicit"][0].items()), flush=True)
+        out = {"data": args.data, **size,
+               "train": len(train), "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+               "params": params, "baseline": args.baseline, "sweeps": costs,
+               "cpu_s_per_sweep": {name: statistics.median(r["user_s"] + r["system_s"] for r in runs[1:] or runs)
+                                   for name, runs in costs.items()},
+               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+        print(json.dumps(out["cpu_s_per_sweep"], indent=1))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        return
 
     fitters = {"recloop": lambda: ALS(**params).fit(train), "implicit": fit_implicit}
     if args.baseline:
@@ -168,7 +235,8 @@ def main() -> None:
 
     implicit = models["implicit"]
     adaptor = ImplicitFactors(np.asarray(implicit.user_factors), np.asarray(implicit.item_factors)).fit(train)
-    evaluator = Evaluator(EvaluationConfig(k=(10,), metrics=("ndcg",), beyond=(), sample_users=args.eval_users))
+    evaluator = Evaluator(EvaluationConfig(k=(10,), metrics=("ndcg",), beyond=(), sample_users=args.eval_users,
+                                           max_batch_bytes=64 << 20))  # same metric, less memory beside others' jobs
     scored = {"recloop": models["recloop"], "implicit": adaptor}
     if args.baseline:
         scored["recloop before"] = models["recloop before"]
@@ -181,7 +249,7 @@ def main() -> None:
     print(f"  recloop - implicit: {paired}", flush=True)
     loads.append(load_average())
 
-    out = {"data": args.data, "interactions": len(log), "users": log.n_users, "items": log.n_items,
+    out = {"data": args.data, **size,
            "train": len(train), "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
            "params": params, "cg_steps": 3, "repeats": args.repeats, "baseline": args.baseline,
            "fit_s": fit_s, "fit_cpu_s": cpu_s, "runs": runs, "ndcg@10": ndcg, "eval_users": eval_users,

@@ -12,9 +12,8 @@ log-scaled confidence (its eq. 6), which suits play counts spanning 1 to 1e5). T
 is minimised by alternating the user step, which solves for every user
 ``(Y^T Y + regularization I + Y^T (C_u - I) Y) x_u = Y^T C_u p_u``, and the symmetric
 item step. Each step runs ``cg_steps`` conjugate-gradient iterations warm-started from
-the previous factors, for all users (items) at once: ``Y^T (C_u - I) Y p_u`` is a
-sampled dense-dense product followed by a sparse-dense one, so a step costs
-``O(nnz * factors + n * factors^2)`` with no per-user loop.
+the previous factors, one compiled loop per user (item) over its history
+(:mod:`recloop.models.als_cg`), so a step costs ``O(nnz * factors + n * factors^2)``.
 
 Scoring: the model is its item factors. A user's factors are always solved from the
 history passed to ``score`` with the exact user step (a batched Cholesky solve), the
@@ -30,7 +29,6 @@ Departures: the confidence is ``1 + alpha * r`` as in the paper (``implicit`` us
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,70 +151,37 @@ class ALS(Recommender):
 
 
 class RowWeights:
-    """A CSR matrix of confidences minus one (``c - 1`` on observed pairs), held as
-    torch tensors once per fit: int32 index arrays (int64 past 2^31 entries), the values
-    ``w`` and the confidences ``w + 1`` in ``dtype``. Each sweep's products reuse them."""
+    """A CSR matrix of confidences minus one (``c - 1`` on observed pairs), held once per
+    fit as the compiled half-sweep takes it: int64 ``indptr``, int32 ``indices`` and the
+    values in ``dtype``."""
 
     def __init__(self, matrix: sp.csr_matrix, dtype: torch.dtype):
-        index = np.int32 if max(matrix.nnz, *matrix.shape) < np.iinfo(np.int32).max else np.int64
         self.shape = matrix.shape
-        self.crow = torch.from_numpy(matrix.indptr.astype(index, copy=False))
-        self.col = torch.from_numpy(matrix.indices.astype(index, copy=False))
-        self.values = torch.from_numpy(matrix.data).to(dtype)
-        self.confidence = self.values + 1
-        self.pattern = self.with_values(self.values)
-
-    def with_values(self, values: torch.Tensor) -> torch.Tensor:
-        """A torch CSR tensor with this sparsity and ``values`` (``(nnz,)``)."""
-        with warnings.catch_warnings():  # torch flags sparse CSR as beta on first use
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(self.crow, self.col, values, size=self.shape, check_invariants=False)
+        self.indptr = matrix.indptr.astype(np.int64, copy=False)
+        self.indices = matrix.indices.astype(np.int32, copy=False)
+        self.values = matrix.data.astype(torch.empty(0, dtype=dtype).numpy().dtype, copy=False)
 
 
 def conjugate_gradient(weights: sp.csr_matrix | RowWeights, other: torch.Tensor, x: torch.Tensor,
                        regularization: float, steps: int) -> torch.Tensor:
-    """``steps`` CG iterations from ``x`` on every row's least-squares system at once.
+    """``steps`` CG iterations from ``x`` on every row's least-squares system.
 
     Row ``u`` solves ``(O^T O + regularization I + O^T W_u O) x_u = O^T (1 + w_u)``, where
     ``O`` is ``other`` (``(m, f)``) and ``w_u`` row ``u`` of ``weights`` (``(n, m)``, the
     confidences minus one, stored on observed pairs only). Returns the new ``(n, f)``;
-    ``x`` is left as it was.
-
-    Each product ``A p`` is one sampled dense-dense product (``p_u . o_i`` on the observed
-    pairs), one sparse-dense product and one ``(n, f) x (f, f)`` product fused into it
-    (``addmm_``); the starting residual ``b - A x`` takes one sparse product, not two,
-    since ``b`` and ``A x`` share the sparse part: ``sum_i (c_ui - w_ui x_u . o_i) o_i``.
-    ``O^T O`` is computed once per call (once per half-sweep).
+    ``x`` is left as it was. ``O^T O`` is computed once per call (once per half-sweep);
+    the rows are solved by :func:`recloop.models.als_cg.cg_rows`, one fused loop per row
+    over its history, ``O(nnz * factors + n * factors^2)`` per step.
     """
+    from recloop.models.als_cg import cg_rows  # numba: loaded to fit, not to serve
+
     if not isinstance(weights, RowWeights):
         weights = RowWeights(weights, other.dtype)
     gram = other.T @ other
     gram.diagonal().add_(regularization)  # (f, f)
-    other_t = other.T
-
-    def observed_dots(p: torch.Tensor) -> torch.Tensor:  # p_u . o_i on every observed (u, i): (nnz,)
-        return torch.sparse.sampled_addmm(weights.pattern, p, other_t, beta=0.0).values()
-
-    def apply(p: torch.Tensor) -> torch.Tensor:  # A p for every row: (n, f)
-        return (weights.with_values(observed_dots(p).mul_(weights.values)) @ other).addmm_(p, gram)
-
-    sparse_part = weights.confidence - observed_dots(x).mul_(weights.values)
-    residual = (weights.with_values(sparse_part) @ other).addmm_(x, gram, alpha=-1.0)  # b - A x
-    del sparse_part
-    x = x.clone()
-    direction = residual.clone()
-    norm = (residual * residual).sum(1, keepdim=True)  # (n, 1)
-    tiny = torch.finfo(other.dtype).tiny
-    for _ in range(steps):
-        applied = apply(direction)
-        step = norm / (direction * applied).sum(1, keepdim=True).clamp_min(tiny)  # 0 where converged
-        x.addcmul_(step, direction)
-        residual.addcmul_(step, applied, value=-1.0)
-        del applied
-        new_norm = (residual * residual).sum(1, keepdim=True)
-        direction.mul_(new_norm / norm.clamp_min(tiny)).add_(residual)
-        norm = new_norm
-    return x
+    rows = cg_rows(weights.indptr, weights.indices, weights.values, other.contiguous().numpy(),
+                   gram.contiguous().numpy(), x.contiguous().numpy(), steps)
+    return torch.from_numpy(rows)
 
 
 def item_gram(items: torch.Tensor, regularization: float) -> torch.Tensor:

@@ -154,3 +154,29 @@ def test_log_scaled_confidence_is_hu_et_al_eq_6():
     np.testing.assert_allclose(binary._weights(sp.csr_matrix(np.ones((1, 2), np.float32))).toarray(), [[2.0, 2.0]])
     with pytest.raises(ConfigError, match="log_scale"):
         ALS(log_scale=-1.0)
+def test_cg_result_does_not_depend_on_the_thread_count(tiny_system):
+    # Each row is solved start to end by one thread, so 1 and 2 threads agree bit for bit.
+    weights, other, regularization = tiny_system
+    start = torch.from_numpy(np.random.default_rng(2).normal(size=(40, 6)).astype(np.float32))
+    other = torch.from_numpy(other.astype(np.float32))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = conjugate_gradient(weights, other, start, regularization, steps=3)
+        torch.set_num_threads(2)
+        two = conjugate_gradient(weights, other, start, regularization, steps=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert one.dtype == torch.float32
+    torch.testing.assert_close(one, two, rtol=0, atol=0)
+    assert not torch.equal(one, start)  # the start is left as it was and the rows moved
+
+
+def test_importing_the_models_does_not_load_the_compiler():
+    # numba (and LLVM, ~120 MB) is loaded to fit ALS, not by a process that only serves.
+    import subprocess
+    import sys
+
+    code = "import sys, recloop.models, recloop.models.als; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
