@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-import recloop.cold_sequence as cold_sequence
+from recloop import cold_sequence
 from recloop.cold_sequence import cold_sequence_split, load_cold_split, run_cold_sequence
 from recloop.config import experiment_from_dict, load_config
 from recloop.errors import ConfigError
