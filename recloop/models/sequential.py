@@ -252,7 +252,13 @@ class SequenceRecommender(NeuralRecommender):
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
-        table = self.network_.items.table()  # (n_items, d)
+        items, negatives, rows = self.network_.items, None, None
+        if self.config.loss == "sampled" and items.text_projection is not None:
+            # The adaptor runs on the rows this step reads only: its inputs, targets and negatives.
+            negatives = self._draw_negatives(inputs.device)
+            rows = torch.unique(torch.cat([inputs[(inputs > PAD) & (inputs <= self.n_items)] - 1,
+                                           targets[targets != IGNORE], negatives]))
+        table = items.table(rows)  # (n_items, d), only ``rows`` filled when given
         hidden = self.network_.encode(inputs, table)  # (b, w, d)
         valid = targets != IGNORE
         hidden, targets = hidden[valid], targets[valid]  # (n, d), (n,): positions with a next item
@@ -263,7 +269,7 @@ class SequenceRecommender(NeuralRecommender):
             # pushing them down would teach the model that their text is never wanted.
             logits = logits.float().masked_fill(~self._trained.to(logits.device), float("-inf"))
             return F.cross_entropy(logits, targets)
-        return self._sampled_softmax(hidden, targets, table)
+        return self._sampled_softmax(hidden, targets, table, negatives)
 
     def _logit_space(self, query: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(query, table)`` whose dot products are the logits: as they are, or, with
@@ -274,9 +280,14 @@ class SequenceRecommender(NeuralRecommender):
             return F.normalize(query, dim=-1) / temperature, F.normalize(table, dim=-1)
         return query, table
 
-    def _sampled_softmax(self, hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    def _draw_negatives(self, device: torch.device) -> torch.Tensor:
+        return torch.multinomial(self._negative_q.to(device), self.config.n_negatives, replacement=True)  # (k,)
+
+    def _sampled_softmax(self, hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor,
+                         negatives: torch.Tensor | None = None) -> torch.Tensor:
         q = self._negative_q.to(hidden.device)
-        negatives = torch.multinomial(q, self.config.n_negatives, replacement=True)  # (k,)
+        if negatives is None:
+            negatives = self._draw_negatives(hidden.device)
         log_q = torch.log(q * self.config.n_negatives)
         positive = (hidden * table[targets]).sum(-1, keepdim=True) - log_q[targets, None]  # (n, 1)
         negative = hidden @ table[negatives].T - log_q[negatives]  # (n, k)
@@ -456,11 +467,19 @@ class ItemTable(nn.Module):
         """``(n_items, d)``: the adaptor's image of every item's text."""
         return self.text_projection(self.text_embeddings)
 
-    def table(self) -> torch.Tensor:
-        if self.text_projection is None:
-            return self._ids()  # (n_items, d)
-        text = self.text_vectors()  # (n_items, d)
-        return text if self.item_repr == "text" else self._ids() + text
+    def table(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``(n_items, d)``; with ``rows`` (item_idx) only those rows are computed, the
+        others are zero (a sampled softmax reads no other)."""
+        if rows is None:
+            if self.text_projection is None:
+                return self._ids()  # (n_items, d)
+            text = self.text_vectors()  # (n_items, d)
+            return text if self.item_repr == "text" else self._ids() + text
+        part = self.text_projection(self.text_embeddings[rows]) if self.text_projection is not None else 0.0
+        if self.item_repr != "text":
+            part = part + self.embedding.weight[rows + 1] * self.id_mask[rows + 1, None]  # (r, d)
+        out = torch.zeros(self.n_items, self.embedding.embedding_dim, dtype=part.dtype, device=part.device)
+        return out.index_copy(0, rows, part)
 
     def forward(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """``(b, w, d)`` input embeddings: rows of ``table`` (default :meth:`table`; pass it

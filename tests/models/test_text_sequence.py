@@ -150,3 +150,16 @@ def test_text_without_item_text_says_so(synthetic):
     parts = leave_one_out(synthetic.interactions)
     with pytest.raises(ConfigError, match="item text|text"):
         SASRec(hidden=8, item_repr="text", train=tiny_train(epochs=1)).fit(parts.train)
+
+
+@pytest.mark.parametrize("item_repr", ["text", "fused"])
+def test_a_partial_table_equals_the_full_one_on_its_rows(synthetic, item_repr):
+    """The sampled softmax runs the adaptor on the rows a step reads only."""
+    model = make(item_repr, loss="sampled", n_negatives=8, train=tiny_train(epochs=1))
+    model.fit(leave_one_out(synthetic.interactions).train, item_features=synthetic.item_features)
+    items = model.network_.items.eval()
+    rows = torch.tensor([0, 5, 7, 42])
+    with torch.no_grad():
+        partial, full = items.table(rows), items.table()
+    torch.testing.assert_close(partial[rows], full[rows])
+    assert partial[1].abs().max() == 0
