@@ -84,6 +84,11 @@ class SASRecConfig:
         default, all-MiniLM-L6-v2, offline; embeddings cached on disk).
     n_experts, adaptor_dropout:
         Experts of the mixture-of-experts adaptor and dropout on its text input (UniSRec: 8, 0.2).
+    id_dropout:
+        ``"fused"`` only: the share of items whose id vector a training step drops (one
+        draw per item and step), so the model also learns to score items from their text
+        alone, the way it must score items never seen in training (whose id vector is
+        zero). 0 (the default) never drops.
     temperature:
         ``> 0``: logits are cosines divided by it (UniSRec: 0.07); 0: dot products.
     init_from:
@@ -114,6 +119,7 @@ class SASRecConfig:
     text_model: str = ""
     n_experts: int = 8
     adaptor_dropout: float = 0.2
+    id_dropout: float = 0.0
     temperature: float = 0.0
     init_from: str = ""
     text_init: bool = False
@@ -132,6 +138,8 @@ class SASRecConfig:
             raise ConfigError(f"sasrec.attention_dropout must be in [0, 1), got {self.attention_dropout}")
         if self.item_repr not in ITEM_REPRESENTATIONS:
             raise ConfigError(f"sasrec.item_repr must be one of {ITEM_REPRESENTATIONS}, got {self.item_repr!r}")
+        if not 0 <= self.id_dropout < 1:
+            raise ConfigError(f"sasrec.id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.n_experts < 1 or not 0 <= self.adaptor_dropout < 1 or self.temperature < 0:
             raise ConfigError(f"sasrec adaptor settings out of range: n_experts={self.n_experts} (>= 1), "
                               f"adaptor_dropout={self.adaptor_dropout} (in [0, 1)), temperature={self.temperature} "
@@ -178,7 +186,8 @@ class SASRecNetwork(nn.Module):
         super().__init__()
         c = config
         self.max_len = c.max_len
-        self.items = ItemTable(n_items, c.hidden, text, item_representation(c), c.n_experts, c.adaptor_dropout)
+        self.items = ItemTable(n_items, c.hidden, text, item_representation(c), c.n_experts, c.adaptor_dropout,
+                               c.id_dropout)
         self.positions = nn.Embedding(c.max_len, c.hidden)
         nn.init.normal_(self.positions.weight, std=0.02)
         self.dropout = nn.Dropout(c.dropout)

@@ -435,8 +435,9 @@ class ItemTable(nn.Module):
     """
 
     def __init__(self, n_items: int, dim: int, text: torch.Tensor | None = None, item_repr: str = "id",
-                 n_experts: int = 8, adaptor_dropout: float = 0.2):
+                 n_experts: int = 8, adaptor_dropout: float = 0.2, id_dropout: float = 0.0):
         super().__init__()
+        self.id_dropout = id_dropout
         if item_repr not in ITEM_REPRESENTATIONS:
             raise ConfigError(f"item_repr must be one of {ITEM_REPRESENTATIONS}, got {item_repr!r}")
         if item_repr != "id" and text is None:
@@ -461,7 +462,17 @@ class ItemTable(nn.Module):
             self.id_mask[1:self.n_items + 1] = trained.to(self.id_mask.dtype)
 
     def _ids(self) -> torch.Tensor:
-        return self.embedding.weight[1:self.n_items + 1] * self.id_mask[1:self.n_items + 1, None]  # (n_items, d)
+        return self.embedding.weight[1:self.n_items + 1] * self._id_keep(1 + torch.arange(  # (n_items, d)
+            self.n_items, device=self.id_mask.device))
+
+    def _id_keep(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(r, 1)``: 1 where an item's id vector is used, 0 where it has none (untrained)
+        or, in training with ``id_dropout``, where this step drops it, so that the model
+        also learns to score items by their text alone, as it must score cold items."""
+        keep = self.id_mask[tokens]
+        if self.training and self.id_dropout > 0:
+            keep = keep * (torch.rand(keep.shape, device=keep.device) >= self.id_dropout)
+        return keep[:, None]
 
     def text_vectors(self) -> torch.Tensor:
         """``(n_items, d)``: the adaptor's image of every item's text."""
@@ -477,7 +488,7 @@ class ItemTable(nn.Module):
             return text if self.item_repr == "text" else self._ids() + text
         part = self.text_projection(self.text_embeddings[rows]) if self.text_projection is not None else 0.0
         if self.item_repr != "text":
-            part = part + self.embedding.weight[rows + 1] * self.id_mask[rows + 1, None]  # (r, d)
+            part = part + self.embedding.weight[rows + 1] * self._id_keep(rows + 1)  # (r, d)
         out = torch.zeros(self.n_items, self.embedding.embedding_dim, dtype=part.dtype, device=part.device)
         return out.index_copy(0, rows, part)
 

@@ -163,3 +163,19 @@ def test_a_partial_table_equals_the_full_one_on_its_rows(synthetic, item_repr):
         partial, full = items.table(rows), items.table()
     torch.testing.assert_close(partial[rows], full[rows])
     assert partial[1].abs().max() == 0
+
+
+def test_id_dropout_drops_id_vectors_in_training_only(synthetic):
+    model = make("fused", id_dropout=0.5, adaptor_dropout=0.0, train=tiny_train(epochs=1))
+    model.fit(leave_one_out(synthetic.interactions).train, item_features=synthetic.item_features)
+    items = model.network_.items
+    with torch.no_grad():
+        text = items.text_projection.eval()(items.text_embeddings)
+        items.train()
+        torch.manual_seed(0)
+        dropped = (items.table() - text).abs().amax(1) == 0  # rows that are their text part alone
+        items.eval()
+        kept = (items.table() - text).abs().amax(1) == 0
+    trained = items.id_mask[1:-1].bool()
+    assert 0.3 < dropped[trained].float().mean() < 0.7
+    assert not kept[trained].any()
