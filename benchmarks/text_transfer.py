@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--source", required=True, help="a saved text sasrec model (folder)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--modes", nargs="+", default=["zero-shot", "scratch", "fine-tuned"])
+    parser.add_argument("--modes", nargs="+", default=["zero-shot", "scratch", "fine-tuned"],
+                        help="among zero-shot, scratch, fine-tuned, fine-tuned-frozen (transformer kept fixed)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--data-dir", default=os.environ.get("RECLOOP_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
@@ -86,7 +87,9 @@ def main() -> None:
             train = parts.train.select(np.isin(parts.train.user_idx, users))
             valid = parts.valid.select(np.isin(parts.valid.user_idx, users))
             for mode in [m for m in args.modes if m != "zero-shot"]:
-                extra = [f"model.init_from={args.source}"] if mode == "fine-tuned" else []
+                extra = [f"model.init_from={args.source}"] if mode != "scratch" else []
+                if mode == "fine-tuned-frozen":  # UniSRec's parameter-efficient fine-tuning
+                    extra.append("model.freeze_encoder=true")
                 config = load_config(args.config, [*overrides, *extra, f"model.train.seed={seed}"])
                 model = build_model(config.model)
                 seconds = fit(model, data, train, valid)

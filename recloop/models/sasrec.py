@@ -94,6 +94,9 @@ class SASRecConfig:
     init_from:
         A saved sasrec model folder whose catalog-independent weights (transformer,
         positions, adaptor, start token) initialise this one; same sizes required.
+    freeze_encoder:
+        With ``init_from``: keep the transferred transformer and positions fixed and train
+        the item side only (adaptor, id and start embeddings), as UniSRec fine-tunes.
     text_init:
         The older switch for ``item_repr = "fused"``.
     train_data_dir:
@@ -122,6 +125,7 @@ class SASRecConfig:
     id_dropout: float = 0.0
     temperature: float = 0.0
     init_from: str = ""
+    freeze_encoder: bool = False
     text_init: bool = False
     train_data_dir: str = ""
     train: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=200, patience=10, lr=1e-3,

@@ -196,6 +196,11 @@ class SequenceRecommender(NeuralRecommender):
         source = getattr(self.config, "init_from", "")
         if source:
             transfer_weights(network, read_network_state(source), source)
+            if getattr(self.config, "freeze_encoder", False):
+                # UniSRec's parameter-efficient fine-tuning: the sequence encoder stays as
+                # pretrained; only the item side (adaptor, id and start embeddings) learns.
+                for name, parameter in network.named_parameters():
+                    parameter.requires_grad_(name.startswith("items."))
         return network
 
     # --- text hook ------------------------------------------------------------------------------------

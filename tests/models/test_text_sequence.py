@@ -130,6 +130,13 @@ def test_pretrained_weights_transfer_to_another_catalog(synthetic, tmp_path):
     assert np.isfinite(zero_shot.score(np.arange(4))).all()
     tuned = make("text", init_from=str(tmp_path / "source"), train=tiny_train(epochs=1))
     tuned.fit(target_log, item_features=features)
+    assert not torch.equal(tuned.network_.state_dict()["positions.weight"], src["positions.weight"])
+    frozen = make("text", init_from=str(tmp_path / "source"), freeze_encoder=True, train=tiny_train(epochs=1))
+    frozen.fit(target_log, item_features=features)
+    after = frozen.network_.state_dict()
+    for name in ("blocks.0.attention.qkv.weight", "positions.weight", "norm.weight"):
+        torch.testing.assert_close(after[name], src[name])  # the encoder stays as pretrained
+    assert not torch.equal(after["items.text_projection.experts"], src["items.text_projection.experts"])
     again = load_model(tmp_path / "source")
     np.testing.assert_array_equal(again.score(np.arange(3)), source.score(np.arange(3)))
     with pytest.raises(ConfigError, match="does not match"):
