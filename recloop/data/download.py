@@ -49,7 +49,7 @@ KNOWN_DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("ml-25m", "movielens", ("ratings.csv",), ("movies.csv", "tags.csv"),
                 "https://files.grouplens.org/datasets/movielens/ml-25m.zip",
                 "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa", "ml-25m"),
-    DatasetSpec("amazon-beauty", "amazon-sequences", ("Beauty.txt",), (),
+    DatasetSpec("amazon-beauty", "amazon-sequences", ("Beauty.txt",), ("items.tsv",),
                 "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/Beauty.txt",
                 "226cce9c3105299ca0db9615d7d3fb32b3175e90da43100ae352599f0f0107b8"),
     # HetRec 2011 Last.fm; the files sit at the top of the archive. Checksum as recorded by a public
@@ -58,6 +58,8 @@ KNOWN_DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
                 ("artists.dat", "tags.dat", "user_taggedartists.dat", "user_friends.dat"),
                 "https://files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip",
                 "6738f48195667ff03caaab4d32ca9a3133d8cc026b7c3cdaf6ce1010e913c59c"),
+    # Two files and no single archive to verify: no download, the files are looked for locally.
+    DatasetSpec("amazon-scientific", "amazon-json", ("Scientific.inter.json",), ("Scientific.item.json",), "", ""),
 ]}
 
 
@@ -79,6 +81,8 @@ def locate(name: str, data_dir: str | Path | None = None, cache_dir: str | Path 
         if all((folder / f).is_file() for f in spec.required):
             return folder
     where = " or ".join(str(c) for c in candidates)
+    if not spec.url:
+        raise DataError(_missing_message(spec, where, "recloop has no download for it"))
     if not download:
         raise DataError(_missing_message(spec, where, "downloads are disabled"))
     try:
@@ -91,7 +95,8 @@ def _missing_message(spec: DatasetSpec, where: str, reason: str) -> str:
     files = ", ".join(spec.required + spec.optional)
     return (f"dataset {spec.name!r} was not found in {where}, and {reason}. Put its files ({files}) in a "
             f"folder named {spec.name!r} under the directory named by RECLOOP_DATA_DIR (or pass --data-dir), "
-            f"or download {spec.url} on a connected machine")
+            + (f"or download {spec.url} on a connected machine" if spec.url else
+               "copying them from where their publisher ships them"))
 
 
 def fetch(spec: DatasetSpec, cache_dir: Path) -> Path:

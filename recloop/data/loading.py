@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recloop.data.amazon import load_sequences
+from recloop.data.amazon_text import load_json_sequences, with_item_titles
 from recloop.data.dataset import Dataset
 from recloop.data.download import KNOWN_DATASETS, locate
 from recloop.data.lastfm import load_lastfm
@@ -13,7 +14,7 @@ from recloop.data.synthetic import SyntheticConfig, generate
 from recloop.data.tabular import ColumnMapping, load_table
 from recloop.errors import DataError, closest
 
-FORMATS = ("movielens-100k", "movielens-1m", "movielens", "amazon-sequences", "table", "lastfm")
+FORMATS = ("movielens-100k", "movielens-1m", "movielens", "amazon-sequences", "amazon-json", "table", "lastfm")
 
 
 def load_dataset(source: str | Path, format: str | None = None, *, data_dir: str | Path | None = None,
@@ -22,8 +23,8 @@ def load_dataset(source: str | Path, format: str | None = None, *, data_dir: str
     """Load a dataset.
 
     ``source`` is a known name (``"ml-100k"``, ``"ml-latest-small"``, ``"ml-1m"``,
-    ``"ml-20m"``, ``"ml-25m"``, ``"amazon-beauty"``, ``"lastfm-2k"``), ``"synthetic"``, or a path to a
-    folder or file. A known name is looked for under ``data_dir`` then ``cache_dir``,
+    ``"ml-20m"``, ``"ml-25m"``, ``"amazon-beauty"``, ``"amazon-scientific"``, ``"lastfm-2k"``),
+    ``"synthetic"``, or a path to a folder or file. A known name is looked for under ``data_dir`` then ``cache_dir``,
     and downloaded into the cache when missing and ``download`` is allowed.
     ``format`` is inferred from the files when not given; ``columns`` and ``sep`` apply
     to ``format="table"`` (generic CSV/Parquet).
@@ -52,7 +53,11 @@ def load_dataset(source: str | Path, format: str | None = None, *, data_dir: str
     if format == "movielens":
         return load_movielens_csv(path, label)
     if format == "amazon-sequences":
-        return load_sequences(path, label)
+        dataset = load_sequences(path, label)
+        items = path.with_name("items.tsv")  # amazon-beauty's item titles, beside Beauty.txt
+        return with_item_titles(dataset, items) if items.is_file() else dataset
+    if format == "amazon-json":
+        return load_json_sequences(path, label)
     if format == "lastfm":
         return load_lastfm(path, label)
     return load_table(path, columns, sep, label)
@@ -60,6 +65,8 @@ def load_dataset(source: str | Path, format: str | None = None, *, data_dir: str
 
 def infer_format(path: Path) -> str:
     if path.is_dir():
+        if any(path.glob("*.inter.json")):
+            return "amazon-json"
         for marker, format in (("u.data", "movielens-100k"), ("ratings.dat", "movielens-1m"),
                                ("ratings.csv", "movielens"), ("user_artists.dat", "lastfm")):
             if (path / marker).is_file():

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from recloop.errors import ConfigError
-from recloop.models.sequential import PAD, ItemTable, SequenceRecommender, check_sequence_config
+from recloop.models.sequential import PAD, ItemTable, SequenceRecommender, check_sequence_config, item_representation
 from recloop.train.config import TrainerConfig
 
 
@@ -69,19 +69,20 @@ class GRU4RecNetwork(nn.Module):
     def __init__(self, n_items: int, config: GRU4RecConfig, text: torch.Tensor | None = None):
         super().__init__()
         c = config
-        self.items = ItemTable(n_items, c.embedding, text)
+        self.items = ItemTable(n_items, c.embedding, text, item_representation(c))
         self.dropout = nn.Dropout(c.dropout)
         self.gru = nn.GRU(c.embedding, c.hidden, num_layers=c.layers, batch_first=True)
         self.project = nn.Linear(c.hidden, c.embedding)
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` (b, w), left-padded -> the state after each position (b, w, d)."""
+    def encode(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """``tokens`` (b, w), left-padded -> the state after each position (b, w, d);
+        ``table`` is the item table when the caller has it already."""
         _, w = tokens.shape
         lengths = (tokens != PAD).sum(dim=1).clamp(min=1)  # (b,) every row holds BOS or items
         # Left-align rows so the GRU starts from its initial state at the first real token
         # whatever the padding (batch scores then equal single-user scores).
         shift = (torch.arange(w, device=tokens.device)[None, :] + (w - lengths)[:, None]) % w  # (b, w)
-        x = self.dropout(self.items(tokens.gather(1, shift)))  # (b, w, d), left-aligned
+        x = self.dropout(self.items(tokens.gather(1, shift), table))  # (b, w, d), left-aligned
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=w)  # (b, w, g), left-aligned
@@ -97,4 +98,4 @@ class GRU4Rec(SequenceRecommender):
     config_class = GRU4RecConfig
 
     def build_network(self) -> GRU4RecNetwork:
-        return GRU4RecNetwork(self.n_items, self.config, self._text_tensor())
+        return self._prepare_network(GRU4RecNetwork(self.n_items, self.config, self._text_tensor()))

@@ -19,6 +19,14 @@ scores the next item. Departures from the paper, all measured to help or to be n
 * **Pre-norm blocks** (as GPT-2/nanoGPT) with a final LayerNorm, GELU feed-forward.
 * **Start token**: histories begin with a learned BOS token, so an empty history is
   scored from a trained start state (see :mod:`recloop.models.sequential`).
+* **Item text** (``item_repr``): an item is its id embedding (``"id"``, the paper), its
+  frozen sentence embedding through UniSRec's whitened mixture-of-experts adaptor
+  (``"text"``; Hou et al., "Towards Universal Sequence Representation Learning for
+  Recommender Systems", KDD 2022; :mod:`recloop.models.text_adaptor`), or the sum of
+  both (``"fused"``, UniSRec's transductive setting). ``temperature > 0`` scores with
+  cosine logits over the temperature, as UniSRec does. ``init_from`` starts from the
+  catalog-independent weights of a model trained on another catalog (transfer; UniSRec
+  pre-trains on several domains with extra contrastive losses, not done here).
 
 Shapes: ``b`` batch, ``w`` window (<= ``max_len``), ``d`` hidden, ``h`` heads.
 """
@@ -33,7 +41,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from recloop.errors import ConfigError
-from recloop.models.sequential import PAD, ItemTable, SequenceRecommender, check_sequence_config
+from recloop.models.sequential import (
+    ITEM_REPRESENTATIONS,
+    PAD,
+    ItemTable,
+    SequenceRecommender,
+    check_sequence_config,
+    item_representation,
+)
 from recloop.train.config import TrainerConfig
 
 
@@ -55,10 +70,35 @@ class SASRecConfig:
     loss, n_negatives, negatives:
         ``ce`` (full softmax over all items) or ``sampled`` (``n_negatives`` shared
         negatives drawn ``uniform`` or by ``popularity``, log-Q corrected).
-    text_init, text_model:
-        Item vectors are id embeddings plus a learned projection of the items' text
-        embeddings, encoded by ``text_model`` (a sentence-transformers model; empty means
-        recloop.text's default, all-MiniLM-L6-v2). Needs item text.
+    item_repr:
+        ``"id"`` (an id embedding per item), ``"text"`` (the item's frozen text embedding
+        through the learned adaptor; no per-item parameter, so it ranks items never seen
+        in training and transfers to other catalogs) or ``"fused"`` (their sum). Items
+        without training interactions get no id vector (zero): in ``"fused"`` they are
+        their text part, in ``"id"`` they all score 0. Text needs item features with text.
+    text_fields:
+        The item text fields joined into each item's text, e.g. ``["title", "brand",
+        "categories"]``; empty means every text field of the dataset.
+    text_model:
+        The sentence-transformers model encoding the text (empty: recloop.text's
+        default, all-MiniLM-L6-v2, offline; embeddings cached on disk).
+    n_experts, adaptor_dropout:
+        Experts of the mixture-of-experts adaptor and dropout on its text input (UniSRec: 8, 0.2).
+    id_dropout:
+        ``"fused"`` only: the share of items whose id vector a training step drops (one
+        draw per item and step), so the model also learns to score items from their text
+        alone, the way it must score items never seen in training (whose id vector is
+        zero). 0 (the default) never drops.
+    temperature:
+        ``> 0``: logits are cosines divided by it (UniSRec: 0.07); 0: dot products.
+    init_from:
+        A saved sasrec model folder whose catalog-independent weights (transformer,
+        positions, adaptor, start token) initialise this one; same sizes required.
+    freeze_encoder:
+        With ``init_from``: keep the transferred transformer and positions fixed and train
+        the item side only (adaptor, id and start embeddings), as UniSRec fine-tunes.
+    text_init:
+        The older switch for ``item_repr = "fused"``.
     train_data_dir:
         A folder to write the training examples to once per fit (``.npy``, overwritten)
         and read them back memory-mapped, so they need not stay in RAM; empty (the
@@ -77,8 +117,16 @@ class SASRecConfig:
     loss: str = "ce"
     n_negatives: int = 256
     negatives: str = "uniform"
-    text_init: bool = False
+    item_repr: str = "id"
+    text_fields: tuple[str, ...] = ()
     text_model: str = ""
+    n_experts: int = 8
+    adaptor_dropout: float = 0.2
+    id_dropout: float = 0.0
+    temperature: float = 0.0
+    init_from: str = ""
+    freeze_encoder: bool = False
+    text_init: bool = False
     train_data_dir: str = ""
     train: TrainerConfig = field(default_factory=lambda: TrainerConfig(epochs=200, patience=10, lr=1e-3,
                                                                        batch_size=128))
@@ -92,6 +140,14 @@ class SASRecConfig:
             raise ConfigError(f"sasrec.hidden ({self.hidden}) must be divisible by sasrec.heads ({self.heads})")
         if not 0 <= self.attention_dropout < 1:
             raise ConfigError(f"sasrec.attention_dropout must be in [0, 1), got {self.attention_dropout}")
+        if self.item_repr not in ITEM_REPRESENTATIONS:
+            raise ConfigError(f"sasrec.item_repr must be one of {ITEM_REPRESENTATIONS}, got {self.item_repr!r}")
+        if not 0 <= self.id_dropout < 1:
+            raise ConfigError(f"sasrec.id_dropout must be in [0, 1), got {self.id_dropout}")
+        if self.n_experts < 1 or not 0 <= self.adaptor_dropout < 1 or self.temperature < 0:
+            raise ConfigError(f"sasrec adaptor settings out of range: n_experts={self.n_experts} (>= 1), "
+                              f"adaptor_dropout={self.adaptor_dropout} (in [0, 1)), temperature={self.temperature} "
+                              "(>= 0)")
 
 
 class CausalSelfAttention(nn.Module):
@@ -134,7 +190,8 @@ class SASRecNetwork(nn.Module):
         super().__init__()
         c = config
         self.max_len = c.max_len
-        self.items = ItemTable(n_items, c.hidden, text)
+        self.items = ItemTable(n_items, c.hidden, text, item_representation(c), c.n_experts, c.adaptor_dropout,
+                               c.id_dropout)
         self.positions = nn.Embedding(c.max_len, c.hidden)
         nn.init.normal_(self.positions.weight, std=0.02)
         self.dropout = nn.Dropout(c.dropout)
@@ -144,14 +201,15 @@ class SASRecNetwork(nn.Module):
         for name, p in self.named_parameters():  # GPT-2 init: residual projections scaled by depth
             if name.endswith(("attention.out.weight", "ffn.2.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * max(1, c.layers)))
-            elif p.dim() == 2 and not name.startswith(("items.", "positions.")):
+            elif p.dim() == 2 and not name.startswith(("items.", "positions.")):  # the adaptor inits itself
                 nn.init.normal_(p, std=0.02)
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` (b, w), left-padded -> the state after each position (b, w, d)."""
+    def encode(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """``tokens`` (b, w), left-padded -> the state after each position (b, w, d);
+        ``table`` is the ``(n_items, d)`` item table when the caller has it already."""
         _, w = tokens.shape
         position = torch.arange(self.max_len - w, self.max_len, device=tokens.device)  # last slot = newest item
-        x = self.dropout(self.items(tokens) + self.positions(position))  # (b, w, d)
+        x = self.dropout(self.items(tokens, table) + self.positions(position))  # (b, w, d)
         # Causal attention over non-padding keys; each position also sees itself, so that
         # padded rows never attend to nothing (their outputs are ignored).
         causal = torch.ones(w, w, dtype=torch.bool, device=tokens.device).tril()  # (w, w)
@@ -169,4 +227,4 @@ class SASRec(SequenceRecommender):
     config_class = SASRecConfig
 
     def build_network(self) -> SASRecNetwork:
-        return SASRecNetwork(self.n_items, self.config, self._text_tensor())
+        return self._prepare_network(SASRecNetwork(self.n_items, self.config, self._text_tensor()))
