@@ -51,6 +51,12 @@ class DataConfig:
     ``dataset`` is a known name (``ml-100k``, ``amazon-beauty``, ...), ``synthetic`` or a
     path; ``format`` overrides detection; ``user``/``item``/``rating``/``timestamp`` and
     ``sep`` map the columns of a generic CSV/Parquet file.
+
+    ``shard_by_user``: under ``torchrun``, each process loads and keeps only the rows of
+    its own users (``hash(user id) % processes``) over the whole log's vocabularies, and
+    training, validation and evaluation work on those shards (:mod:`recloop.data.shard`,
+    ``docs/scale.md``). For models trained by the Trainer (SASRec, GRU4Rec, two-tower,
+    ...); no effect in a single process.
     """
 
     dataset: str = "ml-100k"
@@ -60,6 +66,7 @@ class DataConfig:
     rating: str | None = None
     timestamp: str | None = None
     sep: str = ","
+    shard_by_user: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,13 @@ from recloop.data.dataset import Dataset
 from recloop.data.interactions import Interactions
 from recloop.data.loading import load_dataset
 from recloop.data.preprocess import PreprocessConfig, preprocess
+from recloop.data.shard import UserShard
 from recloop.data.splits import Split, split
 from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError
 from recloop.evaluate.evaluator import EvaluationResult, Evaluator, validation_metric
 from recloop.models import Recommender, get_model_class
+from recloop.models.neural import NeuralRecommender
 from recloop.progress import show_progress
 from recloop.search import search_grid
 from recloop.train import distributed
@@ -88,21 +90,35 @@ class ModelRun:
 
 
 def load_data(data: DataConfig, preprocessing: PreprocessConfig, data_dir: str | Path | None = None,
-              cache_dir: str | Path | None = None, download: bool = True) -> Dataset:
-    """Load the dataset a config names and preprocess it."""
+              cache_dir: str | Path | None = None, download: bool = True, shard: UserShard | None = None) -> Dataset:
+    """Load the dataset a config names and preprocess it (this process's users only, on
+    the whole log's vocabularies, with a ``shard``)."""
     d = data
     dataset = load_dataset(d.dataset, d.format, data_dir=data_dir, cache_dir=cache_dir, download=download,
-                           columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep)
-    return preprocess(dataset, preprocessing)
+                           columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep, shard=shard)
+    return preprocess(dataset, preprocessing, shard)
 
 
 def prepare_data(config: ExperimentConfig, data_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, download: bool = True) -> PreparedData:
-    """The preprocessed dataset and its split."""
+    """The preprocessed dataset and its split.
+
+    With ``data.shard_by_user`` under ``torchrun``, every rank loads its own users' rows
+    (:mod:`recloop.data.shard`) and this process's job is marked as holding data split by
+    user (:func:`recloop.train.distributed.shard_data`), so that its trainers, evaluators
+    and item statistics work on the shards. A temporal split needs one global cut in time
+    and is refused."""
     start = time.perf_counter()
-    dataset = load_data(config.data, config.preprocess, data_dir, cache_dir, download)
+    shard = None
+    if config.data.shard_by_user and distributed.current().enabled:
+        if config.split.method == "temporal":
+            raise ConfigError("data.shard_by_user does not support split.method = 'temporal' (its cut is a global "
+                              "quantile of time, not computed across processes yet); use 'leave-one-out' or "
+                              "'ratio', or set data.shard_by_user = false")
+        shard = distributed.user_shard(distributed.shard_data())
+    dataset = load_data(config.data, config.preprocess, data_dir, cache_dir, download, shard)
     parts = split(dataset.interactions, config.split)
-    if len(parts.test) == 0:
+    if (len(parts.test) if shard is None else shard.total(len(parts.test))) == 0:
         raise ConfigError(f"the {config.split.method} split of {dataset.name!r} left no test interactions")
     return PreparedData(dataset, parts, time.perf_counter() - start)
 
@@ -128,8 +144,12 @@ def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, pro
     Under ``torchrun`` every rank runs this: fits train data-parallel and evaluations are
     sharded across the ranks (the context is the one :func:`distributed.setup` set)."""
     parts = data.split
-    evaluator = Evaluator(config.evaluation, item_features=data.dataset.item_features,
-                          distributed=distributed.current())
+    context = distributed.current()
+    if context.shard_data and not issubclass(get_model_class(spec.name), NeuralRecommender):
+        raise ConfigError(f"{spec.name} is not trained by recloop's Trainer, so with data.shard_by_user each process "
+                          "would fit it on its own users only; set data.shard_by_user = false for it (SASRec, "
+                          "GRU4Rec, two-tower and the other neural models train on shards)")
+    evaluator = Evaluator(config.evaluation, item_features=data.dataset.item_features, distributed=context)
     has_valid = len(parts.valid) > 0
     search: list[dict] = []
     chosen: dict = {}
@@ -185,3 +205,12 @@ def refit_all(run: ModelRun, data: PreparedData | Dataset) -> ModelRun:
     model = run.model.refit_model()
     seconds = fit(model, dataset, dataset.interactions)
     return dataclasses.replace(run, model=model, refit_seconds=seconds, fitted_on="all")
+
+
+def gather_history(run: ModelRun) -> ModelRun:
+    """Before saving a model fitted on data split by user: its ``history_`` (what it
+    serves each user from) becomes the whole log, gathered from every rank; every rank
+    must call this. The model itself is the same on every rank. Unchanged otherwise."""
+    if distributed.current().shard_data:
+        run.model.history_ = distributed.whole_log(run.model.history_)
+    return run

@@ -24,7 +24,13 @@ the metrics. Every score block is the one a single process computes, so the per-
 values equal the single-process ones bit for bit (shards follow batch boundaries; a run
 with fewer batches than ranks leaves some ranks idle). The sampled protocol is not
 sharded (its negatives come from one sequential random stream): every rank evaluates
-all users.
+all users. When the job's data is split by user (``shard_data``), each rank holds only
+its own users' histories and targets, so each ranks its own users (the users one process
+would evaluate, sample included), and the per-user rows are gathered and put in user
+order; popularity-based metrics use item counts summed over the ranks. A user's scores
+then come from other batches than in one process, which changes nothing for a model
+whose scores do not depend on the batch (SASRec pads by batch: equal up to float
+rounding).
 
 The sampled protocol (rank the held-out items among ``n_negatives`` random unseen
 items) exists only to compare with papers that used it; it inflates every metric.
@@ -246,6 +252,11 @@ class Evaluator:
         target_csr = target.to_csr()
         step = cfg.users_per_batch(target.n_items)
         context = self.distributed
+        if context.enabled and context.shard_data:
+            users, hits, lists, n_relevant, lengths, population = self._rank_own_users(
+                model, target, target_csr, history, step, progress)
+            counts = D.sum_across(train.item_counts(), context)
+            return self._result(model, users, hits, lists, n_relevant, lengths, population, train, counts, start)
         if context.enabled and cfg.protocol == "full":
             # This rank's contiguous run of the single-process batches (possibly none).
             mine = np.array_split(np.arange(0, len(users), step), context.world_size)[context.rank]
@@ -256,17 +267,40 @@ class Evaluator:
             lists = np.concatenate([part[1] for part in gathered])
         else:
             hits, lists = self._rank_rows(model, users, step, target_csr, history, progress)
-        n_relevant = np.diff(target_csr.indptr)[users]
+        return self._result(model, users, hits, lists, np.diff(target_csr.indptr)[users],
+                            np.diff(history.user_indptr)[users], len(population), train, train.item_counts(), start)
 
+    def _result(self, model: Recommender, users: np.ndarray, hits: np.ndarray, lists: np.ndarray,
+                n_relevant: np.ndarray, history_lengths: np.ndarray, population: int, train: Interactions,
+                counts: np.ndarray, start: float) -> EvaluationResult:
+        cfg = self.config
         per_user: dict[str, np.ndarray] = {}
         for k in cfg.k:
             for name in cfg.metrics:
                 per_user[f"{name}@{k}"] = M.ACCURACY_METRICS[name](hits, n_relevant, k)
-        aggregate = self._beyond_accuracy(model, lists, train, per_user)
-        result = EvaluationResult(users, per_user, aggregate, lists, np.diff(history.user_indptr)[users], cfg,
-                                  population=len(population))
+        aggregate = self._beyond_accuracy(model, lists, train, per_user, counts)
+        result = EvaluationResult(users, per_user, aggregate, lists, history_lengths, cfg, population=population)
         result.seconds = time.perf_counter() - start
         return result
+
+    def _rank_own_users(self, model: Recommender, target: Interactions, target_csr: sp.csr_matrix,
+                        history: Interactions, step: int, progress: bool):
+        """Data split by user: this rank ranks the users it holds among those one process
+        would evaluate, and every rank gets all ranks' rows in user order."""
+        cfg, context = self.config, self.distributed
+        mine = target.active_users()
+        if cfg.sample_users:  # the single-process sample, drawn from the whole population on every rank
+            population = np.sort(np.concatenate(D.all_gather_objects(mine, context)))
+            mine = np.intersect1d(sample_users(population, cfg.sample_users, cfg.seed), mine)
+            population_size = len(population)
+        hits, lists = self._rank_rows(model, mine, step, target_csr, history, progress)
+        rows = (mine, hits, lists, np.diff(target_csr.indptr)[mine], np.diff(history.user_indptr)[mine])
+        gathered = D.all_gather_objects(rows, context)
+        users, hits, lists, n_relevant, lengths = (np.concatenate([part[i] for part in gathered]) for i in range(5))
+        order = np.argsort(users, kind="stable")
+        if not cfg.sample_users:
+            population_size = len(users)
+        return users[order], hits[order], lists[order], n_relevant[order], lengths[order], population_size
 
     def _rank_rows(self, model: Recommender, users: np.ndarray, step: int, target_csr: sp.csr_matrix,
                    history: Interactions, progress: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -296,9 +330,8 @@ class Evaluator:
         return hits, lists
 
     def _beyond_accuracy(self, model: Recommender, lists: np.ndarray, train: Interactions,
-                         per_user: dict[str, np.ndarray]) -> dict[str, float]:
+                         per_user: dict[str, np.ndarray], counts: np.ndarray) -> dict[str, float]:
         cfg, n_items = self.config, train.n_items
-        counts = train.item_counts()
         vectors = self._diversity_vectors(model) if "diversity" in cfg.beyond else None
         aggregate: dict[str, float] = {}
         for k in cfg.k:
@@ -370,7 +403,9 @@ def validation_metric(model: Recommender, train: Interactions, valid: Interactio
     if metric is None:
         metric = getattr(getattr(model.config, "train", None), "metric", "ndcg@10")
     name, _, cutoff = metric.partition("@")
-    evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric))
+    context = D.current()  # data split by user: every rank validates its own users (the trainer calls all)
+    evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric),
+                          distributed=context if context.shard_data else None)
     return lambda: evaluator.evaluate(model, valid, train)[metric]
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.neural import NeuralRecommender
+from recloop.train import distributed
 
 PAD = 0
 IGNORE = -100  # target of a padded position (F.cross_entropy's ignore_index)
@@ -169,7 +170,7 @@ class SequenceRecommender(NeuralRecommender):
 
     def prepare(self, train: Interactions) -> None:
         cfg = self.config
-        counts = train.item_counts().astype(np.float64)
+        counts = distributed.item_counts(train).astype(np.float64)  # the whole log's, when split by user
         if cfg.negatives == "popularity":
             q = (counts + 1.0) / (counts + 1.0).sum()  # +1: every item can be drawn
         else:
