@@ -10,11 +10,12 @@ process.
   together are the whole log, and the vocabularies are the single-process ones.
 * Evaluation by user partition equals one process evaluating the whole test split with the
   same model, per user (SASRec's scores depend on its batch only through float rounding).
-* 2 processes learn what 1 process learns: test NDCG@10 within ``TOLERANCE`` (absolute).
-  The runs are not the same computation (each global batch is a stratified sample, half
-  from each rank's users, instead of the single-process batch; other dropout masks), so
-  the tolerance is that of ``tests/train/test_distributed_eval.py``. Both must beat
-  popularity by far.
+* 2 processes learn what 1 process learns: test NDCG@10 within ``TOLERANCE`` (absolute)
+  of one process with the same seed. The runs are not the same computation (each global
+  batch is a stratified sample, half from each rank's users, instead of the
+  single-process batch; other dropout masks), so the tolerance is about the spread of one
+  process over seeds: seeds 5-9 gave SASRec 0.690-0.749 and two-tower 0.600-0.609 (the
+  2-process runs: 0.754 and 0.603, seed 5). Both must beat popularity by far.
 """
 
 import json
@@ -28,7 +29,7 @@ from recloop.data.shard import UserShard
 from recloop.experiment import prepare_data, run_model
 from tests.train.shard_worker import SASREC, TWO_TOWER, experiment, shard_worker, write_planted_log
 
-TOLERANCE = 0.03  # absolute test NDCG@10; see the module docstring and docs/scale.md
+TOLERANCE = {"sasrec": 0.05, "two-tower": 0.02}  # absolute test NDCG@10; see the module docstring
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +96,59 @@ def test_two_processes_on_shards_learn_what_one_process_learns(runs, name):
     popularity = MostPopular().fit(parts.history("test"))
     baseline = Evaluator(single.test.config).evaluate(popularity, parts.test, parts.history("test"))["ndcg@10"]
     print(f"{name} test NDCG@10: 1 process {one:.4f}, 2 processes on shards {two:.4f}, popularity {baseline:.4f}")
-    assert abs(two - one) <= TOLERANCE, (one, two)
+    assert abs(two - one) <= TOLERANCE[name], (one, two)
     assert min(one, two) > 1.5 * baseline, (one, two, baseline)
     # Every rank validated on its own users and got the same (gathered) metric every epoch.
     np.testing.assert_array_equal(runs[f"{name}-sharded0"]["valid"], runs[f"{name}-sharded1"]["valid"])
     assert np.isfinite(runs[f"{name}-sharded0"]["valid"]).all()
+
+
+@pytest.mark.slow
+def test_torchrun_train_on_shards_saves_a_model_that_knows_every_user(tmp_path):
+    """``recloop train`` under torchrun with ``[data] shard_by_user``: rank 0 saves the
+    served model with the history of every rank's users (gathered), not only its own."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from recloop.artifact import load_model
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    if not Path(torchrun).exists():
+        pytest.skip("torchrun is not installed")
+    path = write_planted_log(tmp_path / "planted.parquet")
+    config = tmp_path / "shard.toml"
+    config.write_text(f"""
+name = "shard-cli"
+[data]
+dataset = "{path}"
+timestamp = "timestamp"
+shard_by_user = true
+[split]
+method = "leave-one-out"
+[model]
+name = "sasrec"
+hidden = 16
+layers = 1
+max_len = 10
+[model.train]
+epochs = 2
+batch_size = 64
+num_threads = 1
+[evaluation]
+k = [10]
+""")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "recloop", "train", str(config),
+                           "--output", str(tmp_path / "out")], check=False, env=env, capture_output=True,
+                          text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0's users of 2 processes" in done.stderr
+    model = load_model(tmp_path / "out")
+    whole = prepare_data(experiment(path, "sasrec", SASREC, shard=False)).dataset.interactions
+    assert len(model.history_) == len(whole)  # every rank's rows, not rank 0's alone
+    np.testing.assert_array_equal(model.history_.user_idx, whole.user_idx)
+    np.testing.assert_array_equal(model.history_.item_idx, whole.item_idx)
