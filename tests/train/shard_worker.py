@@ -77,7 +77,8 @@ def shard_worker(rank: int, world_size: int, init_file: str, data_path: str, out
             np.savez(out / f"{name}-sharded{rank}.npz", users=result.users, recommendations=result.recommendations,
                      ndcg=result.per_user["ndcg@10"], novelty=result.per_user["novelty@10"],
                      coverage=result.aggregate["coverage@10"],
-                     valid=np.array([r.metric for r in run.model.train_result_.history]))
+                     valid=np.array([r.metric for r in run.model.train_result_.history]),
+                     log_q=getattr(run.model, "log_q_", np.zeros(0)))  # two-tower's item popularity
             if rank == 0 and name == "sasrec":
                 whole = load_data(config.data, config.preprocess)  # no shard: the whole log
                 parts = split(whole.interactions, config.split)

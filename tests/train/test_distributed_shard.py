@@ -98,6 +98,9 @@ def test_two_processes_on_shards_learn_what_one_process_learns(runs, name):
     print(f"{name} test NDCG@10: 1 process {one:.4f}, 2 processes on shards {two:.4f}, popularity {baseline:.4f}")
     assert abs(two - one) <= TOLERANCE[name], (one, two)
     assert min(one, two) > 1.5 * baseline, (one, two, baseline)
+    if name == "two-tower":  # item popularity (log-Q) from counts summed over the ranks: the whole log's
+        for rank in (0, 1):
+            np.testing.assert_array_equal(runs[f"{name}-sharded{rank}"]["log_q"], single.model.log_q_)
     # Every rank validated on its own users and got the same (gathered) metric every epoch.
     np.testing.assert_array_equal(runs[f"{name}-sharded0"]["valid"], runs[f"{name}-sharded1"]["valid"])
     assert np.isfinite(runs[f"{name}-sharded0"]["valid"]).all()
