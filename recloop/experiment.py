@@ -123,6 +123,15 @@ def prepare_data(config: ExperimentConfig, data_dir: str | Path | None = None,
     return PreparedData(dataset, parts, time.perf_counter() - start)
 
 
+def has_rows(log: Interactions) -> bool:
+    """Whether ``log`` has interactions; on data split by user, on any rank (so that all
+    ranks take the same branch, or the collectives of the one that validates would wait
+    forever for the others)."""
+    if distributed.current().shard_data:
+        return distributed.sum_across([len(log)])[0] > 0
+    return len(log) > 0
+
+
 def build_model(spec: ModelSpec, overrides: dict | None = None) -> Recommender:
     return get_model_class(spec.name)(**{**dict(spec.params), **(overrides or {})})
 
@@ -133,7 +142,7 @@ def fit(model: Recommender, data: PreparedData | Dataset, train: Interactions,
     validation callback built from the :class:`Evaluator`); returns the seconds taken."""
     dataset = data.dataset if isinstance(data, PreparedData) else data
     start = time.perf_counter()
-    validate = validation_metric(model, train, valid) if valid is not None and len(valid) else None
+    validate = validation_metric(model, train, valid) if valid is not None and has_rows(valid) else None
     model.fit(train, item_features=dataset.item_features, user_features=dataset.user_features,
               valid=valid, validate=validate)
     return time.perf_counter() - start
@@ -150,7 +159,7 @@ def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, pro
                           "would fit it on its own users only; set data.shard_by_user = false for it (SASRec, "
                           "GRU4Rec, two-tower and the other neural models train on shards)")
     evaluator = Evaluator(config.evaluation, item_features=data.dataset.item_features, distributed=context)
-    has_valid = len(parts.valid) > 0
+    has_valid = has_rows(parts.valid)
     search: list[dict] = []
     chosen: dict = {}
     with show_progress(progress):
@@ -169,7 +178,7 @@ def _evaluate_and_refit(spec: ModelSpec, data: PreparedData, config: ExperimentC
     """Validation and test results of the fitted ``model``, with the refit on train +
     valid in between when the config asks for it."""
     parts = data.split
-    has_valid = len(parts.valid) > 0
+    has_valid = has_rows(parts.valid)
     uses_valid = model.uses_validation and has_valid
     valid_result = None
     if has_valid:
