@@ -320,8 +320,15 @@ def _prepare(args, config):
         print(f"{data.dataset.name}: {len(data.dataset.interactions)} interactions, "
               f"{data.dataset.interactions.n_users} users, {data.dataset.interactions.n_items} items; "
               f"split {config.split.method}: train {parts['train']}, valid {parts['valid']}, test {parts['test']} "
-              f"({data.seconds:.1f}s)", file=sys.stderr)
+              f"({data.seconds:.1f}s){_shard_note()}", file=sys.stderr)
     return data
+
+
+def _shard_note() -> str:
+    from recloop.train.distributed import current
+
+    context = current()
+    return f" [rank 0's users of {context.world_size} processes]" if context.shard_data else ""
 
 
 def _print_run(run):
@@ -420,7 +427,7 @@ def _describe_value(value) -> str:
 
 @command("train")
 def cmd_train(args) -> int:
-    from recloop.experiment import run_model
+    from recloop.experiment import gather_history, run_model
 
     config = _load(args)
     data = _prepare(args, config)
@@ -428,6 +435,7 @@ def cmd_train(args) -> int:
     if _is_main():
         _print_run(run)
     served = _served(run, data, args)  # every rank: under torchrun the refit trains data-parallel too
+    gather_history(served)  # data split by user: the served history is every rank's rows
     if not _is_main():
         return 0
     served.model.save(args.output, metrics=served.record(), extra={"experiment": config.to_dict()})

@@ -54,6 +54,12 @@ class DataConfig:
     path; ``format`` overrides detection; ``user``/``item``/``rating``/``timestamp`` and
     ``sep`` map the columns of a generic CSV/Parquet file. ``filters`` (``[data.filters]``)
     drop what ``recloop data check`` flags (duplicates, bots, ...) before preprocessing.
+
+    ``shard_by_user``: under ``torchrun``, each process loads and keeps only the rows of
+    its own users (``hash(user id) % processes``) over the whole log's vocabularies, and
+    training, validation and evaluation work on those shards (:mod:`recloop.data.shard`,
+    ``docs/scale.md``). For models trained by the Trainer (SASRec, GRU4Rec, two-tower,
+    ...); no effect in a single process.
     """
 
     dataset: str = "ml-100k"
@@ -64,6 +70,7 @@ class DataConfig:
     timestamp: str | None = None
     sep: str = ","
     filters: DataFilters = field(default_factory=DataFilters)
+    shard_by_user: bool = False
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,14 @@ from recloop.data.interactions import Interactions
 from recloop.data.loading import load_dataset
 from recloop.data.preprocess import PreprocessConfig, preprocess
 from recloop.data.quality import apply_filters
+from recloop.data.shard import UserShard
 from recloop.data.splits import Split, split
 from recloop.data.tabular import ColumnMapping
 from recloop.errors import ConfigError
 from recloop.evaluate.evaluator import EvaluationResult, Evaluator, validation_metric
 from recloop.evaluate.groups import user_fairness
 from recloop.models import Recommender, get_model_class
+from recloop.models.neural import NeuralRecommender
 from recloop.progress import show_progress
 from recloop.rank.fairness import FairnessConfig, FairRanker, fair_ranker
 from recloop.rank.rerank import ItemCategories
@@ -92,24 +94,47 @@ class ModelRun:
 
 
 def load_data(data: DataConfig, preprocessing: PreprocessConfig, data_dir: str | Path | None = None,
-              cache_dir: str | Path | None = None, download: bool = True) -> Dataset:
-    """Load the dataset a config names and preprocess it."""
+              cache_dir: str | Path | None = None, download: bool = True, shard: UserShard | None = None) -> Dataset:
+    """Load the dataset a config names and preprocess it (this process's users only, on
+    the whole log's vocabularies, with a ``shard``)."""
     d = data
     dataset = load_dataset(d.dataset, d.format, data_dir=data_dir, cache_dir=cache_dir, download=download,
-                           columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep)
+                           columns=ColumnMapping(d.user, d.item, d.rating, d.timestamp), sep=d.sep, shard=shard)
     dataset, _ = apply_filters(dataset, d.filters)  # what `recloop data check` flags, if [data.filters] says so
-    return preprocess(dataset, preprocessing)
+    return preprocess(dataset, preprocessing, shard)
 
 
 def prepare_data(config: ExperimentConfig, data_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, download: bool = True) -> PreparedData:
-    """The preprocessed dataset and its split."""
+    """The preprocessed dataset and its split.
+
+    With ``data.shard_by_user`` under ``torchrun``, every rank loads its own users' rows
+    (:mod:`recloop.data.shard`) and this process's job is marked as holding data split by
+    user (:func:`recloop.train.distributed.shard_data`), so that its trainers, evaluators
+    and item statistics work on the shards. A temporal split needs one global cut in time
+    and is refused."""
     start = time.perf_counter()
-    dataset = load_data(config.data, config.preprocess, data_dir, cache_dir, download)
+    shard = None
+    if config.data.shard_by_user and distributed.current().enabled:
+        if config.split.method == "temporal":
+            raise ConfigError("data.shard_by_user does not support split.method = 'temporal' (its cut is a global "
+                              "quantile of time, not computed across processes yet); use 'leave-one-out' or "
+                              "'ratio', or set data.shard_by_user = false")
+        shard = distributed.user_shard(distributed.shard_data())
+    dataset = load_data(config.data, config.preprocess, data_dir, cache_dir, download, shard)
     parts = split(dataset.interactions, config.split)
-    if len(parts.test) == 0:
+    if (len(parts.test) if shard is None else shard.total(len(parts.test))) == 0:
         raise ConfigError(f"the {config.split.method} split of {dataset.name!r} left no test interactions")
     return PreparedData(dataset, parts, time.perf_counter() - start)
+
+
+def has_rows(log: Interactions) -> bool:
+    """Whether ``log`` has interactions; on data split by user, on any rank (so that all
+    ranks take the same branch, or the collectives of the one that validates would wait
+    forever for the others)."""
+    if distributed.current().shard_data:
+        return distributed.sum_across([len(log)])[0] > 0
+    return len(log) > 0
 
 
 def build_model(spec: ModelSpec, overrides: dict | None = None) -> Recommender:
@@ -122,7 +147,7 @@ def fit(model: Recommender, data: PreparedData | Dataset, train: Interactions,
     validation callback built from the :class:`Evaluator`); returns the seconds taken."""
     dataset = data.dataset if isinstance(data, PreparedData) else data
     start = time.perf_counter()
-    validate = validation_metric(model, train, valid) if valid is not None and len(valid) else None
+    validate = validation_metric(model, train, valid) if valid is not None and has_rows(valid) else None
     model.fit(train, item_features=dataset.item_features, user_features=dataset.user_features,
               valid=valid, validate=validate, user_graph=dataset.user_graph)
     return time.perf_counter() - start
@@ -133,9 +158,13 @@ def run_model(spec: ModelSpec, data: PreparedData, config: ExperimentConfig, pro
     Under ``torchrun`` every rank runs this: fits train data-parallel and evaluations are
     sharded across the ranks (the context is the one :func:`distributed.setup` set)."""
     parts = data.split
-    evaluator = Evaluator(config.evaluation, item_features=data.dataset.item_features,
-                          distributed=distributed.current())
-    has_valid = len(parts.valid) > 0
+    context = distributed.current()
+    if context.shard_data and not issubclass(get_model_class(spec.name), NeuralRecommender):
+        raise ConfigError(f"{spec.name} is not trained by recloop's Trainer, so with data.shard_by_user each process "
+                          "would fit it on its own users only; set data.shard_by_user = false for it (SASRec, "
+                          "GRU4Rec, two-tower and the other neural models train on shards)")
+    evaluator = Evaluator(config.evaluation, item_features=data.dataset.item_features, distributed=context)
+    has_valid = has_rows(parts.valid)
     search: list[dict] = []
     chosen: dict = {}
     with show_progress(progress):
@@ -154,7 +183,7 @@ def _evaluate_and_refit(spec: ModelSpec, data: PreparedData, config: ExperimentC
     """Validation and test results of the fitted ``model``, with the refit on train +
     valid in between when the config asks for it."""
     parts = data.split
-    has_valid = len(parts.valid) > 0
+    has_valid = has_rows(parts.valid)
     uses_valid = model.uses_validation and has_valid
     valid_result = None
     if has_valid:
@@ -218,3 +247,12 @@ def refit_all(run: ModelRun, data: PreparedData | Dataset) -> ModelRun:
     model = run.model.refit_model()
     seconds = fit(model, dataset, dataset.interactions)
     return dataclasses.replace(run, model=model, refit_seconds=seconds, fitted_on="all")
+
+
+def gather_history(run: ModelRun) -> ModelRun:
+    """Before saving a model fitted on data split by user: its ``history_`` (what it
+    serves each user from) becomes the whole log, gathered from every rank; every rank
+    must call this. The model itself is the same on every rank. Unchanged otherwise."""
+    if distributed.current().shard_data:
+        run.model.history_ = distributed.whole_log(run.model.history_)
+    return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -49,11 +50,16 @@ class Dataset:
         """The same dataset over another log on the same vocabularies."""
         return replace(self, interactions=interactions)
 
-    def compact(self) -> Dataset:
-        """Drop users and items without interactions and renumber the rest densely."""
+    def compact(self, sum_across: Callable[[np.ndarray], np.ndarray] | None = None) -> Dataset:
+        """Drop users and items without interactions and renumber the rest densely.
+        ``sum_across`` (for a log split by user over processes, :mod:`recloop.data.shard`)
+        sums the counts over the processes, so that all of them keep the same ids."""
         log = self.interactions
-        user_keep = np.flatnonzero(log.user_counts() > 0)
-        item_keep = np.flatnonzero(np.bincount(log.item_idx, minlength=log.n_items) > 0)
+        counts = np.concatenate([log.user_counts(), np.bincount(log.item_idx, minlength=log.n_items)])
+        if sum_across is not None:
+            counts = sum_across(counts)
+        user_keep = np.flatnonzero(counts[:log.n_users] > 0)
+        item_keep = np.flatnonzero(counts[log.n_users:] > 0)
         if len(user_keep) == log.n_users and len(item_keep) == log.n_items:
             return self
         return Dataset(self.name, log.remap(user_keep, item_keep),

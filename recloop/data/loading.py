@@ -10,6 +10,7 @@ from recloop.data.dataset import Dataset
 from recloop.data.download import KNOWN_DATASETS, locate
 from recloop.data.lastfm import load_lastfm
 from recloop.data.movielens import load_movielens_1m, load_movielens_100k, load_movielens_csv
+from recloop.data.shard import UserShard, keep_shard
 from recloop.data.synthetic import SyntheticConfig, generate
 from recloop.data.tabular import ColumnMapping, load_table
 from recloop.errors import DataError, closest
@@ -19,7 +20,7 @@ FORMATS = ("movielens-100k", "movielens-1m", "movielens", "amazon-sequences", "a
 
 def load_dataset(source: str | Path, format: str | None = None, *, data_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, download: bool = True,
-                 columns: ColumnMapping = ColumnMapping(), sep: str = ",") -> Dataset:
+                 columns: ColumnMapping = ColumnMapping(), sep: str = ",", shard: UserShard | None = None) -> Dataset:
     """Load a dataset.
 
     ``source`` is a known name (``"ml-100k"``, ``"ml-latest-small"``, ``"ml-1m"``,
@@ -27,13 +28,15 @@ def load_dataset(source: str | Path, format: str | None = None, *, data_dir: str
     ``"synthetic"``, or a path to a folder or file. A known name is looked for under ``data_dir`` then ``cache_dir``,
     and downloaded into the cache when missing and ``download`` is allowed.
     ``format`` is inferred from the files when not given; ``columns`` and ``sep`` apply
-    to ``format="table"`` (generic CSV/Parquet).
+    to ``format="table"`` (generic CSV/Parquet). ``shard`` keeps the rows of that shard's
+    users only, over the whole log's vocabularies (:mod:`recloop.data.shard`); a table is
+    filtered while it is read, other formats after.
     """
     if format is not None and format not in FORMATS:
         raise DataError(f"unknown dataset format {format!r}; formats are {FORMATS}")
     name = str(source)
     if name == "synthetic":
-        return generate(SyntheticConfig())
+        return keep_shard(generate(SyntheticConfig()), shard)
     path = Path(source)
     if name in KNOWN_DATASETS and not path.exists():
         path = locate(name, data_dir, cache_dir, download)
@@ -47,20 +50,20 @@ def load_dataset(source: str | Path, format: str | None = None, *, data_dir: str
     format = format or infer_format(path)
     label = name if name in KNOWN_DATASETS else path.stem
     if format == "movielens-100k":
-        return load_movielens_100k(path, label)
+        return keep_shard(load_movielens_100k(path, label), shard)
     if format == "movielens-1m":
-        return load_movielens_1m(path, label)
+        return keep_shard(load_movielens_1m(path, label), shard)
     if format == "movielens":
-        return load_movielens_csv(path, label)
+        return keep_shard(load_movielens_csv(path, label), shard)
     if format == "amazon-sequences":
         dataset = load_sequences(path, label)
         items = path.with_name("items.tsv")  # amazon-beauty's item titles, beside Beauty.txt
-        return with_item_titles(dataset, items) if items.is_file() else dataset
+        return keep_shard(with_item_titles(dataset, items) if items.is_file() else dataset, shard)
     if format == "amazon-json":
-        return load_json_sequences(path, label)
+        return keep_shard(load_json_sequences(path, label), shard)
     if format == "lastfm":
-        return load_lastfm(path, label)
-    return load_table(path, columns, sep, label)
+        return keep_shard(load_lastfm(path, label), shard)
+    return load_table(path, columns, sep, label, shard)
 
 
 def infer_format(path: Path) -> str:

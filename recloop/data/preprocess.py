@@ -13,6 +13,7 @@ import numpy as np
 
 from recloop.data.dataset import Dataset
 from recloop.data.interactions import Interactions
+from recloop.data.shard import UserShard
 from recloop.errors import ConfigError, DataError
 
 
@@ -65,24 +66,37 @@ def threshold(log: Interactions, min_rating: float) -> Interactions:
     return log.select(log.rating >= min_rating)
 
 
-def k_core(log: Interactions, user_k: int, item_k: int) -> Interactions:
+def k_core(log: Interactions, user_k: int, item_k: int, shard: UserShard | None = None) -> Interactions:
     """Iteratively drop users with fewer than ``user_k`` and items with fewer than
-    ``item_k`` interactions until both hold (the k-core of the bipartite graph)."""
+    ``item_k`` interactions until both hold (the k-core of the bipartite graph).
+
+    On a log split by user (``shard``), a user's count is local and an item's is summed
+    over the processes in every round, as is the number of rows the round drops, so that
+    all processes stop in the same round with the single-process result."""
     keep = np.ones(len(log), dtype=bool)
     while True:
         users, items = log.user_idx[keep], log.item_idx[keep]
         user_ok = np.bincount(users, minlength=log.n_users) >= user_k
-        item_ok = np.bincount(items, minlength=log.n_items) >= item_k
+        item_counts = np.bincount(items, minlength=log.n_items)
+        if shard is not None:
+            item_counts = shard.sum_across(item_counts.astype(np.int64))
+        item_ok = item_counts >= item_k
         drop = keep & ~(user_ok[log.user_idx] & item_ok[log.item_idx])
-        if not drop.any():
+        dropped = int(drop.sum())
+        if (dropped if shard is None else shard.total(dropped)) == 0:
             return log.select(keep)
         keep &= ~drop
 
 
-def preprocess(dataset: Dataset, config: PreprocessConfig) -> Dataset:
-    """Apply the configured steps in order: dedup, rating threshold, k-core, compact."""
+def preprocess(dataset: Dataset, config: PreprocessConfig, shard: UserShard | None = None) -> Dataset:
+    """Apply the configured steps in order: dedup, rating threshold, k-core, compact.
+
+    ``dataset`` may be one process's rows of a log split by user (``shard``): de-duplication
+    and the rating threshold are per row or per user; k-core and the final compaction sum
+    their counts over the processes, so every process keeps the ids one process would."""
+    total = len if shard is None else (lambda x: shard.total(len(x)))
     log = dataset.interactions
-    if len(log) == 0:
+    if total(log) == 0:
         raise DataError(f"dataset {dataset.name!r} has no interactions to preprocess")
     steps = []
     if config.deduplicate != "none":
@@ -91,13 +105,13 @@ def preprocess(dataset: Dataset, config: PreprocessConfig) -> Dataset:
         steps.append((f"min_rating={config.min_rating}", lambda x: threshold(x, config.min_rating)))
     if config.user_core or config.item_core:
         steps.append((f"k-core (user_core={config.user_core}, item_core={config.item_core})",
-                      lambda x: k_core(x, config.user_core, config.item_core)))
+                      lambda x: k_core(x, config.user_core, config.item_core, shard)))
     for name, step in steps:
-        before = len(log)
+        before = total(log)
         log = step(log)
-        if len(log) == 0:
+        if total(log) == 0:
             raise DataError(f"preprocessing step {name} removed all {before} interactions of "
                             f"{dataset.name!r}; loosen it")
     if config.drop_rating and log.rating is not None:
         log = Interactions(log.user_idx, log.item_idx, log.users, log.items, None, log.timestamp, _sorted=True)
-    return dataset.with_interactions(log).compact()
+    return dataset.with_interactions(log).compact(None if shard is None else shard.sum_across)

@@ -114,14 +114,16 @@ class ParquetColumns:
         if missing:
             raise _missing_columns(path, missing, available, hint)
 
-    def pop(self, column: str) -> np.ndarray | pa.ChunkedArray:
+    def pop(self, column: str, rows: np.ndarray | None = None) -> np.ndarray | pa.ChunkedArray:
         """Every value of ``column``: a numpy array of its own dtype for a numeric column
         (filled batch by batch, so that no second full copy exists), else an Arrow array.
-        A missing value raises :class:`DataError` naming its row."""
+        ``rows`` (a boolean mask over the table's rows) keeps only those rows; a numeric
+        column is then never held whole. A missing value raises :class:`DataError` naming
+        its row."""
         try:
             field = pq.read_schema(self.files[0]).field(column)
             if pa.types.is_integer(field.type) or pa.types.is_floating(field.type):
-                return self._numbers(column, field.type.to_pandas_dtype())
+                return self._numbers(column, field.type.to_pandas_dtype(), rows)
             values = pq.read_table(self.files if self.path.is_dir() else self.path, columns=[column]).column(column)
         except DataError:
             raise
@@ -129,19 +131,24 @@ class ParquetColumns:
             raise DataError(f"{self.path}: not a readable Parquet file ({error})") from None
         if values.null_count:
             self._missing(column, values.is_null().to_numpy(zero_copy_only=False), 0)
-        return values
+        return values if rows is None else values.filter(pa.array(rows))
 
-    def _numbers(self, column: str, dtype) -> np.ndarray:
+    def _numbers(self, column: str, dtype, rows: np.ndarray | None = None) -> np.ndarray:
         files = [pq.ParquetFile(f) for f in self.files]
-        out = np.empty(sum(f.metadata.num_rows for f in files), dtype=dtype)
-        start = 0
+        total = sum(f.metadata.num_rows for f in files)
+        out = np.empty(total if rows is None else int(np.count_nonzero(rows)), dtype=dtype)
+        start = kept = 0
         for file in files:
             for batch in file.iter_batches(batch_size=1 << 20, columns=[column]):
                 values = batch.column(0)
                 if values.null_count:
                     self._missing(column, values.is_null().to_numpy(zero_copy_only=False), start)
-                out[start:start + len(values)] = values.to_numpy()
-                start += len(values)
+                values = values.to_numpy()
+                if rows is not None:
+                    values = values[rows[start:start + len(values)]]
+                out[kept:kept + len(values)] = values
+                start += batch.num_rows
+                kept += len(values)
         return out
 
     def _missing(self, column: str, is_null: np.ndarray, offset: int):

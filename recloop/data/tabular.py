@@ -12,6 +12,7 @@ import pyarrow as pa
 from recloop.data.dataset import Dataset
 from recloop.data.ids import IdMap
 from recloop.data.interactions import Interactions
+from recloop.data.shard import UserShard
 from recloop.data.tables import ParquetColumns, read_columns, release_unused_memory
 from recloop.errors import DataError
 
@@ -26,13 +27,17 @@ class ColumnMapping:
     timestamp: str | None = None
 
 
-def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = ",", name: str | None = None) -> Dataset:
+def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = ",", name: str | None = None,
+               shard: UserShard | None = None) -> Dataset:
     """Load a ``.csv``/``.tsv``/``.txt`` (with a header row) or ``.parquet`` file, or a folder of
     ``.parquet`` shards (read as one table).
 
     Columns are read by pyarrow and handed on as Arrow or numpy arrays, one at a time, so
     that loading holds about the log's own columns plus its dense indices, and no Python
-    object per row.
+    object per row. With a ``shard``, the vocabularies are those of the whole table and
+    only the rows of the shard's users are kept (:mod:`recloop.data.shard`): the user and
+    item columns are read whole, one after the other, and a Parquet table's numeric
+    columns only for the kept rows.
     """
     path = Path(path)
     required = [c for c in (columns.user, columns.item, columns.rating, columns.timestamp) if c is not None]
@@ -62,16 +67,32 @@ def load_table(path: Path, columns: ColumnMapping = ColumnMapping(), sep: str = 
     users, user_idx = IdMap.from_values(fields.pop(columns.user), "user")
     if len(user_idx) == 0:
         raise DataError(f"{path}: no interactions (the table has its columns and no rows)")
+    keep = None if shard is None else shard.rows(users, user_idx)
+    if keep is not None:
+        user_idx = user_idx[keep]
     release_unused_memory()
     items, item_idx = IdMap.from_values(fields.pop(columns.item), "item")
+    if keep is not None:
+        item_idx = item_idx[keep]
     release_unused_memory()
+
+    def pop(column: str):
+        """The column's values of the kept rows (read for those rows only where it can be)."""
+        if isinstance(fields, ParquetColumns):
+            return fields.pop(column, keep)
+        values = fields.pop(column)
+        if keep is None:
+            return values
+        return values[keep] if isinstance(values, np.ndarray) else values.filter(pa.array(keep))
+
     timestamp = None
     if columns.timestamp is not None:
-        timestamp = _as_epoch_seconds(fields.pop(columns.timestamp), path, columns.timestamp, line)
+        timestamp = _as_epoch_seconds(pop(columns.timestamp), path, columns.timestamp,
+                                      line if keep is None else (lambda row: f"row {row} of rank {shard.rank}'s rows"))
         release_unused_memory()
     rating = None
     if columns.rating is not None:
-        values = fields.pop(columns.rating)
+        values = pop(columns.rating)
         rating = np.asarray(values if isinstance(values, np.ndarray) else values.to_numpy(), dtype=np.float32)
         del values
         release_unused_memory()

@@ -24,7 +24,13 @@ the metrics. Every score block is the one a single process computes, so the per-
 values equal the single-process ones bit for bit (shards follow batch boundaries; a run
 with fewer batches than ranks leaves some ranks idle). The sampled protocol is not
 sharded (its negatives come from one sequential random stream): every rank evaluates
-all users.
+all users. When the job's data is split by user (``shard_data``), each rank holds only
+its own users' histories and targets, so each ranks its own users (the users one process
+would evaluate, sample included), and the per-user rows are gathered and put in user
+order; popularity-based metrics use item counts summed over the ranks. A user's scores
+then come from other batches than in one process, which changes nothing for a model
+whose scores do not depend on the batch (SASRec pads by batch: equal up to float
+rounding).
 
 The sampled protocol (rank the held-out items among ``n_negatives`` random unseen
 items) exists only to compare with papers that used it; it inflates every metric.
@@ -294,15 +300,20 @@ class Evaluator:
     def candidates(self, model: Recommender, target: Interactions, history: Interactions, n: int | None = None,
                    progress: bool = False) -> Candidates:
         """The best ``n`` (default ``max(k)``) items of every user with a ``target``
-        (or of the seeded sample), ``history`` masked, as :meth:`evaluate` ranks them."""
+        (or of the seeded sample), ``history`` masked, as :meth:`evaluate` ranks them.
+        With the data split by user, only this rank's users (see the module docstring)."""
         cfg = self.config
         start = time.perf_counter()
         n = max(cfg.k) if n is None else n
-        population = target.active_users()
-        users = sample_users(population, cfg.sample_users, cfg.seed)
         target_csr = target.to_csr()
         step = cfg.users_per_batch(target.n_items)
         context = self.distributed
+        if context.enabled and context.shard_data:
+            users, population = self._own_users(target)
+            lists, scores = self._rank_rows(model, users, step, target_csr, history, progress, n)
+            return Candidates(users, lists, scores, population, time.perf_counter() - start)
+        population = target.active_users()
+        users = sample_users(population, cfg.sample_users, cfg.seed)
         if context.enabled and cfg.protocol == "full":
             # This rank's contiguous run of the single-process batches (possibly none).
             mine = np.array_split(np.arange(0, len(users), step), context.world_size)[context.rank]
@@ -315,15 +326,27 @@ class Evaluator:
             lists, scores = self._rank_rows(model, users, step, target_csr, history, progress, n)
         return Candidates(users, lists, scores, len(population), time.perf_counter() - start)
 
+    def _own_users(self, target: Interactions) -> tuple[np.ndarray, int]:
+        """Data split by user: the users this rank holds among those one process would
+        evaluate (its sample included), and the size of the whole population."""
+        cfg, context = self.config, self.distributed
+        mine = target.active_users()
+        population = np.sort(np.concatenate(D.all_gather_objects(mine, context)))
+        if cfg.sample_users:  # the single-process sample, drawn from the whole population on every rank
+            mine = np.intersect1d(sample_users(population, cfg.sample_users, cfg.seed), mine)
+        return mine, len(population)
+
     def evaluate_candidates(self, found: Candidates, target: Interactions, history: Interactions,
                             train: Interactions | None = None, rerank: Rerank | None = None,
                             model: Recommender | None = None) -> EvaluationResult:
         """The metrics of the top ``max(k)`` of ``found`` (after ``rerank``, if given),
         against ``target``; ``model`` supplies diversity vectors when there are no item
-        features."""
-        cfg = self.config
+        features. With the data split by user, each rank measures its own users and every
+        rank gets all ranks' rows in user order; item counts are summed over the ranks."""
+        cfg, context = self.config, self.distributed
         start = time.perf_counter()
         train = history if train is None else train
+        sharded = context.enabled and context.shard_data
         users, k_max = found.users, max(cfg.k)
         if rerank is None:
             lists = found.items[:, :k_max].copy()
@@ -334,14 +357,24 @@ class Evaluator:
         target_csr = target.to_csr()
         hits = _is_relevant(lists, target_csr[users])
         n_relevant = np.diff(target_csr.indptr)[users]
+        lengths = np.diff(history.user_indptr)[users]
+        counts = D.sum_across(train.item_counts(), context) if sharded else train.item_counts()
 
         per_user: dict[str, np.ndarray] = {}
         for k in cfg.k:
             for name in cfg.metrics:
                 per_user[f"{name}@{k}"] = M.ACCURACY_METRICS[name](hits, n_relevant, k)
-        aggregate = self._beyond_accuracy(model, lists, train, per_user, history, users)
-        result = EvaluationResult(users, per_user, aggregate, lists, np.diff(history.user_indptr)[users], cfg,
-                                  population=found.population)
+        aggregate = self._beyond_accuracy(model, lists, train, per_user, history, users, counts)
+        if sharded:  # per-user rows from every rank; list-level metrics over all of them
+            gathered = D.all_gather_objects((users, lists, lengths, per_user), context)
+            users = np.concatenate([part[0] for part in gathered])
+            order = np.argsort(users, kind="stable")
+            users = users[order]
+            lists = np.concatenate([part[1] for part in gathered])[order]
+            lengths = np.concatenate([part[2] for part in gathered])[order]
+            per_user = {name: np.concatenate([part[3][name] for part in gathered])[order] for name in per_user}
+            aggregate = self._list_metrics(lists, train.n_items)
+        result = EvaluationResult(users, per_user, aggregate, lists, lengths, cfg, population=found.population)
         result.seconds = found.seconds + time.perf_counter() - start
         return result
 
@@ -371,21 +404,26 @@ class Evaluator:
             del scores, values  # free this block before the next batch allocates its own
         return lists, kept
 
+    def _list_metrics(self, lists: np.ndarray, n_items: int) -> dict[str, float]:
+        """The metrics of the lists as a whole (coverage, exposure Gini)."""
+        aggregate: dict[str, float] = {}
+        for k in self.config.k:
+            if "coverage" in self.config.beyond:
+                aggregate[f"coverage@{k}"] = M.catalog_coverage(lists[:, :k], n_items)
+            if "gini" in self.config.beyond:
+                aggregate[f"gini@{k}"] = M.exposure_gini(lists[:, :k], n_items)
+        return aggregate
+
     def _beyond_accuracy(self, model: Recommender | None, lists: np.ndarray, train: Interactions,
-                         per_user: dict[str, np.ndarray], history: Interactions, users: np.ndarray
-                         ) -> dict[str, float]:
+                         per_user: dict[str, np.ndarray], history: Interactions, users: np.ndarray,
+                         counts: np.ndarray) -> dict[str, float]:
+        """Adds the per-user beyond-accuracy metrics to ``per_user``; returns the list-level ones."""
         cfg, n_items = self.config, train.n_items
-        counts = train.item_counts()
         vectors = self._diversity_vectors(model) if "diversity" in cfg.beyond else None
         categories = self._categories(model) if "calibration" in cfg.beyond else None
         seen = history.to_csr()[users] if categories is not None else None
-        aggregate: dict[str, float] = {}
         for k in cfg.k:
             top = lists[:, :k]
-            if "coverage" in cfg.beyond:
-                aggregate[f"coverage@{k}"] = M.catalog_coverage(top, n_items)
-            if "gini" in cfg.beyond:
-                aggregate[f"gini@{k}"] = M.exposure_gini(top, n_items)
             if vectors is not None:
                 per_user[f"diversity@{k}"] = M.intra_list_diversity(top, vectors)
             if "novelty" in cfg.beyond:
@@ -396,7 +434,7 @@ class Evaluator:
                 per_user[f"long_tail@{k}"] = M.long_tail_share(top, counts)
             if categories is not None:
                 per_user[f"calibration@{k}"] = M.miscalibration(top, seen, categories)
-        return aggregate
+        return self._list_metrics(lists, n_items)
 
     def _categories(self, model: Recommender | None) -> sp.spmatrix | None:
         """The ``diversity_feature`` multi-hot item matrix, if the items have it."""
@@ -458,7 +496,9 @@ def validation_metric(model: Recommender, train: Interactions, valid: Interactio
     if metric is None:
         metric = getattr(getattr(model.config, "train", None), "metric", "ndcg@10")
     name, _, cutoff = metric.partition("@")
-    evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric))
+    context = D.current()  # data split by user: every rank validates its own users (the trainer calls all)
+    evaluator = Evaluator(EvaluationConfig(k=(int(cutoff),), metrics=(name,), beyond=(), select_by=metric),
+                          distributed=context if context.shard_data else None)
     return lambda: evaluator.evaluate(model, valid, train)[metric]
 
 

@@ -46,6 +46,7 @@ from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.neural import NeuralRecommender
 from recloop.models.text_adaptor import MoEAdaptor
+from recloop.train import distributed
 from recloop.utils import seed_everything
 
 PAD = 0
@@ -174,7 +175,7 @@ class SequenceRecommender(NeuralRecommender):
 
     def prepare(self, train: Interactions) -> None:
         cfg = self.config
-        counts = train.item_counts().astype(np.float64)
+        counts = distributed.item_counts(train).astype(np.float64)  # the whole log's, when split by user
         trained = counts > 0
         # Items without training interactions are never drawn as negatives (see loss()).
         if cfg.negatives == "popularity":

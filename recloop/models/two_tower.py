@@ -63,6 +63,7 @@ from recloop.models.side_inputs import CategoricalInputs, MeanEmbedding, item_te
 from recloop.text.encoder import DEFAULT_MODEL, TextEncoder, TextEncoderConfig
 from recloop.text.items import embed_features
 from recloop.text.projection import RidgeProjection
+from recloop.train import distributed
 from recloop.train.config import TrainerConfig
 
 PROJECTIONS = ("tower", "ridge")
@@ -344,7 +345,7 @@ class TwoTower(NeuralRecommender):
         if cfg.use_text:
             self.item_text_ = item_text_embeddings(self.item_features_, train.items, self.text_encoder(),
                                                    cfg.text_fields)
-        counts = train.item_counts().astype(np.float64)
+        counts = distributed.item_counts(train).astype(np.float64)  # the whole log's, when split by user
         self.item_known_ = counts > 0
         if self.private:  # which items were seen is a statistic of the private log: the catalog is public
             self.item_known_ = np.ones(self.n_items, dtype=bool)
@@ -421,7 +422,7 @@ class TwoTower(NeuralRecommender):
         if self.config.use_text:
             # Warm items' text -> their learned vectors, weighted by the evidence behind each vector.
             warm = np.flatnonzero(self.item_known_)
-            weights = np.log1p(train.item_counts()[warm].astype(np.float64))
+            weights = np.log1p(distributed.item_counts(train)[warm].astype(np.float64))
             if self.private:  # post-processing of the private vectors only: no counts of the log
                 weights = np.ones(len(warm))
             self.ridge_ = RidgeProjection(self.config.ridge_l2).fit(self.item_text_[warm],

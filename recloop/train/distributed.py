@@ -8,21 +8,33 @@ initialises the process group (NCCL on GPU, gloo on CPU) and makes the context t
 process-wide default that every :class:`~recloop.train.Trainer` picks up. Library code
 and tests can call :func:`setup` with an explicit context instead.
 
-Only rank 0 validates during training, prints and writes files; the others wait for its
-decisions. Evaluation after training is sharded: an
+Only rank 0 prints and writes files. Evaluation after training is sharded: an
 :class:`~recloop.evaluate.Evaluator` given the context ranks this rank's share of the
 users and gathers everyone's lists with :func:`all_gather_objects`.
+
+Two ways to hold the data. By default every rank loads the whole log; the trainer cuts
+each single-process batch into one slice per rank, only rank 0 validates during training
+(the others wait for its decisions), and evaluation cuts the single-process batches. With
+the data split by user (``shard_data``: ``[data] shard_by_user = true``, see
+:mod:`recloop.data.shard` and :func:`user_shard`), each rank holds only its own users' rows:
+the trainer draws each rank's share of a step from its own examples
+(:func:`recloop.train.sampler.shard_batches`), every rank validates its users, and
+evaluation ranks each rank's own users; global counts (item popularity, k-core) are
+all-reduced with :func:`sum_across`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
+from recloop.data.interactions import Interactions
+from recloop.data.shard import UserShard
 from recloop.errors import ConfigError
 
 
@@ -34,6 +46,7 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None  # None: nccl when CUDA is available, else gloo
+    shard_data: bool = False  # each rank holds only its own users' rows (see the module docstring)
 
     @property
     def is_main(self) -> bool:
@@ -69,7 +82,7 @@ def setup(context: DistributedContext, init_method: str | None = None) -> Distri
     ``Trainer`` in this process. ``init_method`` defaults to ``env://`` (torchrun's)."""
     global _current
     backend = context.backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    context = DistributedContext(context.rank, context.world_size, context.local_rank, backend)
+    context = replace(context, backend=backend)
     if context.enabled and not dist.is_initialized():
         if backend == "nccl":
             torch.cuda.set_device(context.local_rank)
@@ -123,3 +136,70 @@ def all_gather_objects(value: Any, context: DistributedContext) -> list[Any]:
     gathered: list[Any] = [None] * context.world_size
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+# --- data split by user ------------------------------------------------------------------------------
+def shard_data() -> DistributedContext:
+    """Mark this process's job as holding data split by user (each rank its own users'
+    rows): from now on its Trainers, Evaluators and item statistics work on shards. Called
+    by :func:`recloop.experiment.prepare_data` when the config sets ``data.shard_by_user``."""
+    global _current
+    context = current()
+    if not context.enabled:
+        raise ConfigError("data.shard_by_user needs a distributed job (torchrun with more than one process)")
+    _current = replace(context, shard_data=True)
+    return _current
+
+
+def _device(context: DistributedContext) -> torch.device:
+    return torch.device("cuda", context.local_rank) if context.backend == "nccl" else torch.device("cpu")
+
+
+def sum_across(values: np.ndarray, context: DistributedContext | None = None) -> np.ndarray:
+    """The element-wise sum of ``values`` over all ranks, on every rank (``values`` itself
+    in a single process). Integers are summed as int64, anything else as float64."""
+    context = context or current()
+    values = np.asarray(values)
+    if not context.enabled:
+        return values
+    dtype = np.int64 if values.dtype.kind in "iub" else np.float64
+    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=dtype)).to(_device(context))
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.cpu().numpy()
+
+
+def max_across(value: int, context: DistributedContext | None = None) -> int:
+    """The largest ``value`` of all ranks, on every rank."""
+    context = context or current()
+    if not context.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=_device(context))
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def user_shard(context: DistributedContext | None = None) -> UserShard:
+    """This rank's :class:`~recloop.data.shard.UserShard`, its sums all-reduced."""
+    context = context or current()
+    return UserShard(context.rank, context.world_size, lambda values: sum_across(values, context))
+
+
+def item_counts(log: Interactions) -> np.ndarray:
+    """Distinct users per item of ``log``; over all ranks when the job's data is split by
+    user (popularity negatives and item statistics must see the whole log)."""
+    counts = log.item_counts()
+    context = current()
+    return sum_across(counts, context) if context.shard_data else counts
+
+
+def whole_log(log: Interactions, context: DistributedContext | None = None) -> Interactions:
+    """Every rank's rows of a log split by user, on every rank (``log`` itself when the
+    data is not split). For what needs the whole log on one process, such as the history
+    a saved model serves from; it costs the whole log's memory on every rank."""
+    context = context or current()
+    if not context.shard_data:
+        return log
+    parts = all_gather_objects(log.to_arrays(), context)
+    arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    return Interactions(arrays["user_idx"], arrays["item_idx"], log.users, log.items, arrays.get("rating"),
+                        arrays.get("timestamp"))  # a user's rows are on one rank: sorting restores the order

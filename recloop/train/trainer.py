@@ -17,8 +17,9 @@ So a model hands the trainer three things::
   (sampled negatives, masking, regularisers) go here, never in a trainer subclass.
 * ``data``: a :class:`TrainData`: ``len(data)`` examples, ``data.batch(indices)``
   collates some of them into (CPU) tensors, optional ``data.lengths`` for bucketing.
-* ``validate() -> float``: optional, higher is better; called on rank 0 with the
-  network in eval mode and gradients off (a model computes its ``metric`` with the core
+* ``validate() -> float``: optional, higher is better; called on rank 0 (on every rank
+  when the data is split by user: each evaluates its own users) with the network in
+  eval mode and gradients off (a model computes its ``metric`` with the core
   :class:`~recloop.evaluate.Evaluator`, ranking all items).
 
 After ``fit`` the network holds the weights of the best validation (or the last epoch
@@ -53,7 +54,7 @@ from recloop.train.callbacks import (
 from recloop.train.config import TrainerConfig
 from recloop.train.privacy import PrivateTraining
 from recloop.train.result import EpochRecord, TrainResult
-from recloop.train.sampler import epoch_batches
+from recloop.train.sampler import epoch_batches, shard_batches, shard_steps
 
 
 @runtime_checkable
@@ -166,11 +167,18 @@ class Trainer:
         if ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            wrapper = DistributedDataParallel(wrapper, device_ids=[device.index] if device.type == "cuda" else None)
+            # static_graph: the same parameters take part in every step, and some never do
+            # (two-tower's inputs that are switched off), which DDP must know not to wait for.
+            wrapper = DistributedDataParallel(wrapper, device_ids=[device.index] if device.type == "cuda" else None,
+                                              static_graph=True)
             if ctx.rank > 0:  # different dropout masks per rank; rank 0 matches a single process
                 torch.manual_seed(cfg.seed + 7919 * ctx.rank)
         optimizer = make_optimizer(network, cfg)
-        steps_per_epoch = math.ceil(n_examples / cfg.batch_size)
+        if ctx.shard_data:  # each rank's own examples: all ranks run the steps of the one with the most
+            self._shard_steps = D.max_across(shard_steps(n_examples, cfg.batch_size, ctx.world_size), ctx)
+            steps_per_epoch = self._shard_steps
+        else:
+            steps_per_epoch = math.ceil(n_examples / cfg.batch_size)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch * cfg.epochs))
         private = None
         if cfg.privacy.enabled:
@@ -194,11 +202,15 @@ class Trainer:
         cfg, ctx = self.config, self.distributed
         state.network.train()
         started, cpu_started = time.perf_counter(), time.process_time()
+        lengths = getattr(data, "lengths", None)
         if state.private is not None:  # DP-SGD: Poisson samples, as the accountant assumes
             batches = state.private.batches(math.ceil(len(data) / cfg.batch_size))
+        elif ctx.shard_data:
+            batches = shard_batches(len(data), cfg.batch_size, epoch=state.epoch, seed=cfg.seed, rank=ctx.rank,
+                                    world_size=ctx.world_size, steps=self._shard_steps, lengths=lengths)
         else:
             batches = epoch_batches(len(data), cfg.batch_size, epoch=state.epoch, seed=cfg.seed, rank=ctx.rank,
-                                    world_size=ctx.world_size, lengths=getattr(data, "lengths", None))
+                                    world_size=ctx.world_size, lengths=lengths)
         state.epoch_steps = len(batches)
         hooks.on_epoch_start(self, state)
         loss_sum = 0.0
@@ -241,10 +253,12 @@ class Trainer:
         return scalar
 
     def _validate(self, state: FitState, record: EpochRecord, validate: Callable[[], float]) -> None:
-        """``record.metric``: rank 0 validates in eval mode without gradients; all ranks get its value."""
+        """``record.metric``: rank 0 validates in eval mode without gradients; all ranks get its
+        value. With the data split by user every rank validates (its own users; the
+        evaluator gathers the metric onto every rank)."""
         started = time.perf_counter()
         metric = float("nan")
-        if self.distributed.is_main:
+        if self.distributed.is_main or self.distributed.shard_data:
             state.network.eval()
             with torch.no_grad():
                 metric = float(validate())
