@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random trials before TPE, and completed trials before the median pruner acts (default 5)")
     p.add_argument("--warmup-epochs", type=_non_negative_int, default=2,
                    help="epochs a trial runs before it may be pruned (default 2)")
+    p.add_argument("--no-config-trial", dest="start_from_config", action="store_false",
+                   help="do not make the config's own values the first trial of a new study")
     p.add_argument("--output", "-o", default=None,
                    help="folder for best.toml, tune.json and the default study.db (default runs/tune/STUDY)")
     p.add_argument("--model", default=None, help="pick one model of a multi-model config by name or label")
@@ -437,7 +439,7 @@ def cmd_tune(args) -> int:
     config = _load(args)
     settings = TuneSettings(trials=args.trials, timeout=parse_duration(args.timeout), storage=args.storage,
                             study_name=args.study_name, pruner=args.pruner, startup_trials=args.startup_trials,
-                            warmup_epochs=args.warmup_epochs)
+                            warmup_epochs=args.warmup_epochs, start_from_config=args.start_from_config)
     output = Path(args.output or Path("runs") / "tune" / (args.study_name or config.name))
     data = _prepare(args, config)
     result = tune(config, data, settings, output, progress=not args.quiet)

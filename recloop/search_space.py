@@ -51,6 +51,9 @@ class Choice:
     def bounds(self) -> tuple[Any, ...]:
         return self.choices
 
+    def contains(self, value: Any) -> bool:
+        return value in self.choices
+
 
 @dataclass(frozen=True)
 class IntRange:
@@ -67,6 +70,10 @@ class IntRange:
     def bounds(self) -> tuple[int, int]:
         return self.low, self.high
 
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high \
+            and (value - self.low) % self.step == 0
+
 
 @dataclass(frozen=True)
 class FloatRange:
@@ -82,6 +89,9 @@ class FloatRange:
 
     def bounds(self) -> tuple[float, float]:
         return self.low, self.high
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
 
 
 Dimension = Choice | IntRange | FloatRange

@@ -49,9 +49,10 @@ from recloop.data.splits import Split
 from recloop.errors import ConfigError, TrainingError
 from recloop.evaluate.evaluator import Evaluator
 from recloop.experiment import ModelRun, PreparedData, build_model, fit, run_model
+from recloop.models import get_model_class
 from recloop.search_space import merge, nest, suggest
 from recloop.train import ReportValidation
-from recloop.typed_config import dump_toml
+from recloop.typed_config import dump_toml, from_dict
 
 PRUNERS = ("median", "hyperband", "none")
 
@@ -68,7 +69,8 @@ class TuneSettings:
     median of earlier trials at that epoch), ``hyperband``, or ``none``. ``startup_trials``:
     trials sampled at random before TPE models the results, and completed trials before
     the median pruner prunes. ``warmup_epochs``: epochs a trial runs before it may be
-    pruned."""
+    pruned. ``start_from_config``: a new study's first trial is the config's own values
+    (when each lies in its dimension), so the untuned settings are a trial of the study."""
 
     trials: int = 20
     timeout: float | None = None
@@ -77,6 +79,7 @@ class TuneSettings:
     pruner: str = "median"
     startup_trials: int = 5
     warmup_epochs: int = 2
+    start_from_config: bool = True
 
     def __post_init__(self):
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 0:
@@ -134,6 +137,21 @@ def with_params(spec: ModelSpec, flat: dict[str, Any]) -> ModelSpec:
     return dataclasses.replace(spec, params=merge(spec.params, nest(flat)), search={}, grid={})
 
 
+def config_values(spec: ModelSpec) -> dict[str, Any] | None:
+    """The value the spec's own config gives each search dimension (its table's value or
+    the model's default), or None when one of them lies outside its dimension."""
+    params = from_dict(get_model_class(spec.name).config_class, spec.params, "model.")
+    values = {}
+    for key, dimension in spec.search.items():
+        value = params
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not dimension.contains(value):
+            return None
+        values[key] = value
+    return values
+
+
 def tune(config: ExperimentConfig, data: PreparedData, settings: TuneSettings, output: str | Path,
          progress: bool = False) -> TuneResult:
     """Run (or resume) the study of ``config``'s model, write ``best.toml`` and
@@ -164,6 +182,10 @@ def tune(config: ExperimentConfig, data: PreparedData, settings: TuneSettings, o
         raise ConfigError(f"study {study_name!r} in {storage} was made for another config (data, split, model or "
                           "search differ); give this run another --study-name or --storage")
     already = len(study.trials)
+    if already == 0 and settings.start_from_config:
+        start_values = config_values(spec)
+        if start_values is not None:  # the first trial: the config's own settings, the untuned reference
+            study.enqueue_trial(start_values, user_attrs={"from_config": True})
     study.sampler = optuna.samplers.TPESampler(seed=config.seed + already, n_startup_trials=settings.startup_trials)
     study.pruner = _pruner(optuna, settings, spec)
 

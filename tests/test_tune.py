@@ -97,6 +97,13 @@ def test_the_best_config_is_written_as_toml_that_evaluate_reproduces(study):
     assert "valid ndcg@10" in (output / "best.toml").read_text().splitlines()[0]
 
 
+def test_the_first_trial_of_a_new_study_is_the_configs_own_settings(study):
+    _, _, result, _, _ = study
+    first = result.trials[0]
+    assert first["from_config"] and first["params"] == {"dropout": 0.5, "train.lr": 1e-3, "hidden": 16}
+    assert not any(t.get("from_config") for t in result.trials[1:])
+
+
 def test_running_again_resumes_the_stored_study_and_adds_new_trials(study):
     config, data, first, output, _ = study
     again = tune(config, data, TuneSettings(trials=2, startup_trials=2, warmup_epochs=1), output)
