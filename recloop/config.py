@@ -71,7 +71,9 @@ class ModelSpec:
     """A model by registry name, its hyperparameters, and an optional grid of
     hyperparameter values to choose from on the validation split (every experiment
     tries the whole grid, :mod:`recloop.search`), or a search space for ``recloop tune``
-    (:mod:`recloop.tune`; keyed by dotted path, ``train.lr``), not both."""
+    (:mod:`recloop.tune`; keyed by dotted path, ``train.lr``), not both. ``recloop
+    train``/``evaluate`` run ``params`` and leave a search to the tuner, so one file is
+    both the untuned reference and the tuner's input."""
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
