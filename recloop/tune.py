@@ -15,6 +15,8 @@
    study samples new points, and the same command on the same study is reproducible.
 3. **The best config**, written as TOML (``best.toml``): the input config with the best
    trial's values in ``[model]`` and no search, runnable by ``recloop train``/``evaluate``.
+   A best trial stopped by its time budget (``train.max_minutes``) is written with the
+   epochs it reached and no budget, so that it is repeatable on a machine under another load.
 4. **Test, once, at the end**: the best config goes through the experiment runner
    (:func:`recloop.experiment.run_model`, the path of ``recloop evaluate``): fitted on
    train (early-stopped on validation), refitted on train + validation when the config
@@ -137,6 +139,16 @@ def with_params(spec: ModelSpec, flat: dict[str, Any]) -> ModelSpec:
     return dataclasses.replace(spec, params=merge(spec.params, nest(flat)), search={}, grid={})
 
 
+def best_spec(spec: ModelSpec, trial) -> ModelSpec:
+    """The spec of ``trial``'s values. A trial stopped by its wall-clock budget
+    (``train.max_minutes``) is fixed to the epochs it reached, without the budget, so that
+    the best config repeats that trial whatever the machine's load when it is rerun."""
+    flat = dict(trial.params)
+    if trial.user_attrs.get("stopped") == "time_budget":
+        flat.update({"train.epochs": trial.user_attrs["epochs"], "train.max_minutes": 0.0})
+    return with_params(spec, flat)
+
+
 def config_values(spec: ModelSpec) -> dict[str, Any] | None:
     """The value the spec's own config gives each search dimension (its table's value or
     the model's default), or None when one of them lies outside its dimension."""
@@ -210,6 +222,7 @@ def tune(config: ExperimentConfig, data: PreparedData, settings: TuneSettings, o
         if result is not None:
             trial.set_user_attr("epochs", len(result.history))
             trial.set_user_attr("best_epoch", result.best_epoch)
+            trial.set_user_attr("stopped", result.stopped)
         if reporter.pruned:
             raise optuna.TrialPruned(f"validation {result.history[-1].metric:.4f} at epoch {len(result.history)}")
         return evaluator.evaluate(model, trial_data.split.valid, trial_data.split.train)[metric]
@@ -231,7 +244,7 @@ def tune(config: ExperimentConfig, data: PreparedData, settings: TuneSettings, o
         raise ConfigError(f"study {study_name!r} has no completed trial yet ({len(study.trials)} trials); "
                           "run more trials (--trials) or widen the search")
     best = study.best_trial
-    best_config = dataclasses.replace(config, models=(with_params(spec, best.params),))
+    best_config = dataclasses.replace(config, models=(best_spec(spec, best),))
 
     start = time.perf_counter()  # the test split is used from here on, once
     run = run_model(best_config.model, data, best_config, progress=progress)

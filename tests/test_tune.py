@@ -12,7 +12,7 @@ from recloop.config import experiment_from_dict, load_config
 from recloop.errors import ConfigError
 from recloop.evaluate.evaluator import Evaluator
 from recloop.experiment import prepare_data, run_model
-from recloop.tune import TuneSettings, parse_duration, tune
+from recloop.tune import TuneSettings, best_spec, parse_duration, tune
 
 MODEL = {"name": "sasrec", "hidden": 16, "layers": 1, "max_len": 10,
          "train": {"epochs": 6, "patience": 3, "batch_size": 128, "num_threads": 1, "progress": False},
@@ -127,6 +127,20 @@ def test_tuning_needs_a_search_space_and_a_validation_split(tmp_path):
     no_valid = tiny(split={"method": "ratio", "test_ratio": 0.2})
     with pytest.raises(ConfigError, match="needs a validation split"):
         tune(no_valid, prepare_data(no_valid), SETTINGS, tmp_path)
+
+
+class Trial:
+    def __init__(self, params, **user_attrs):
+        self.params, self.user_attrs = params, user_attrs
+
+
+def test_a_best_trial_stopped_by_its_time_budget_is_written_with_the_epochs_it_reached():
+    spec = tiny(model={**MODEL, "train": {**MODEL["train"], "max_minutes": 2.0}}).model
+    timed = best_spec(spec, Trial({"train.lr": 0.01}, stopped="time_budget", epochs=4))
+    assert timed.params["train"]["epochs"] == 4 and timed.params["train"]["max_minutes"] == 0.0
+    assert timed.params["train"]["lr"] == 0.01 and not timed.search
+    early = best_spec(spec, Trial({"train.lr": 0.01}, stopped="early_stopping", epochs=4))
+    assert early.params["train"]["epochs"] == 6 and early.params["train"]["max_minutes"] == 2.0
 
 
 def test_durations_read_seconds_minutes_and_hours():
