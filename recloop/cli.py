@@ -118,6 +118,32 @@ def build_parser() -> argparse.ArgumentParser:
     refit_option(p)
     p.add_argument("--json", dest="json_path", default=None, help="write all metrics as JSON here")
 
+    p = sub.add_parser("tune", help="search the config's [model.search] space with Optuna on validation, write "
+                                    "the best config as TOML, then test it once",
+                       description="Runs (or resumes) an Optuna study: seeded TPE sampling, pruning on the "
+                                   "validation curve, the study stored in SQLite (re-running adds trials). Writes "
+                                   "OUTPUT/best.toml (runnable by `recloop train`/`evaluate`) and OUTPUT/tune.json; "
+                                   "the test split is used once, for the best config, at the end.")
+    experiment_options(p)
+    p.add_argument("--trials", type=_non_negative_int, default=20,
+                   help="trials to add to the study in this run (default 20; 0: only test the stored best)")
+    p.add_argument("--timeout", default=None, metavar="DURATION",
+                   help="start no new trial after this long: 90s, 30m, 1.5h (default: no limit)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL, e.g. sqlite:///tune.db (default: sqlite:///OUTPUT/study.db)")
+    p.add_argument("--study-name", default=None, help="study to create or resume (default: the config's name)")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
+                   help="how trials are stopped on their validation curve (default median)")
+    p.add_argument("--startup-trials", type=_non_negative_int, default=5,
+                   help="random trials before TPE, and completed trials before the median pruner acts (default 5)")
+    p.add_argument("--warmup-epochs", type=_non_negative_int, default=2,
+                   help="epochs a trial runs before it may be pruned (default 2)")
+    p.add_argument("--no-config-trial", dest="start_from_config", action="store_false",
+                   help="do not make the config's own values the first trial of a new study")
+    p.add_argument("--output", "-o", default=None,
+                   help="folder for best.toml, tune.json and the default study.db (default runs/tune/STUDY)")
+    p.add_argument("--model", default=None, help="pick one model of a multi-model config by name or label")
+
     p = sub.add_parser("recommend", help="top-k items for a user (or a list of recent items) from an artifact")
     p.add_argument("artifact")
     who = p.add_mutually_exclusive_group(required=True)
@@ -209,6 +235,16 @@ def _policy(args):
 
     types = tuple(t.strip() for t in args.positive.split(",") if t.strip())
     return EventPolicy(positive_types=types, rating_threshold=args.rating_threshold)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -475,6 +511,27 @@ def cmd_evaluate(args) -> int:
         record = {**run.record(), "experiment": config.to_dict(), "split": data.split.describe()}
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_path).write_text(json.dumps(record, indent=1))
+    return 0
+
+
+@command("tune")
+def cmd_tune(args) -> int:
+    from recloop.tune import TuneSettings, parse_duration, tune
+
+    config = _load(args)
+    settings = TuneSettings(trials=args.trials, timeout=parse_duration(args.timeout), storage=args.storage,
+                            study_name=args.study_name, pruner=args.pruner, startup_trials=args.startup_trials,
+                            warmup_epochs=args.warmup_epochs, start_from_config=args.start_from_config)
+    output = Path(args.output or Path("runs") / "tune" / (args.study_name or config.name))
+    data = _prepare(args, config)
+    result = tune(config, data, settings, output, progress=not args.quiet)
+    counts = ", ".join(f"{n} {state}" for state, n in result.counts.items())
+    print(f"study {result.study_name!r}: {len(result.trials)} trials ({counts}; {result.added_trials} added in "
+          f"{result.tune_seconds:.0f}s); best trial {result.best_trial}: valid {result.metric} "
+          f"{result.best_value:.4f} with {result.best_params}")
+    print(f"test (once, best config{', refitted on train + valid' if result.best_config.refit else ''}):")
+    _print_run(result.run)
+    print(f"best config: {output / 'best.toml'}; trials and test metrics: {output / 'tune.json'}", file=sys.stderr)
     return 0
 
 

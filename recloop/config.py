@@ -18,6 +18,9 @@ An experiment file looks like::
     l2 = 500
     [model.grid]          # optional: values tried on the validation split
     l2 = [100, 500]
+    # or, for `recloop tune`, a space to search (recloop.search_space):
+    # [model.search]
+    # l2 = {low = 10, high = 5000, log = true}
     [evaluation]
     k = [10]
 
@@ -40,6 +43,7 @@ from recloop.errors import ConfigError, closest
 from recloop.evaluate.evaluator import EvaluationConfig
 from recloop.models import MODELS
 from recloop.rank.fairness import FairnessConfig
+from recloop.search_space import Dimension, merge, nest, parse_space, space_table
 
 # The generic reader lives in recloop.typed_config; imported here because this module uses it
 # (and code that imported it from recloop.config keeps working).
@@ -76,12 +80,17 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelSpec:
     """A model by registry name, its hyperparameters, and an optional grid of
-    hyperparameter values to choose from on the validation split."""
+    hyperparameter values to choose from on the validation split (every experiment
+    tries the whole grid, :mod:`recloop.search`), or a search space for ``recloop tune``
+    (:mod:`recloop.tune`; keyed by dotted path, ``train.lr``), not both. ``recloop
+    train``/``evaluate`` run ``params`` and leave a search to the tuner, so one file is
+    both the untuned reference and the tuner's input."""
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
     grid: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     label: str | None = None
+    search: Mapping[str, Dimension] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str:
@@ -130,6 +139,7 @@ class ExperimentConfig:
         out = dataclasses.asdict(self)
         out["models"] = [{"name": m.name, **dict(m.params), **({"grid": {k: list(v) for k, v in m.grid.items()}}
                                                               if m.grid else {}),
+                          **({"search": space_table(m.search)} if m.search else {}),
                           **({"label": m.label} if m.label else {})} for m in self.models]
         return plain(out)
 
@@ -207,6 +217,10 @@ def model_spec(table: Any, where: str) -> ModelSpec:
         raise ConfigError(f"{where}.name: unknown model {name!r}{closest(name, MODELS)}; models are {sorted(MODELS)}")
     label = table.pop("label", None)
     grid = table.pop("grid", {}) or {}
+    search = parse_space(table.pop("search"), f"{where}.search") if "search" in table else {}
+    if grid and search:
+        raise ConfigError(f"{where} has both a grid and a search; keep [{where}.grid] (every experiment tries all "
+                          f"of it) or [{where}.search] (sampled by `recloop tune`), not both")
     config_class = MODELS[name].config_class
     params = from_dict(config_class, table, f"{where}.")  # validates names and types
     # Nested configs (``train``) stay plain tables here, so specs and run records are JSON-able.
@@ -218,4 +232,7 @@ def model_spec(table: Any, where: str) -> ModelSpec:
             raise ConfigError(f"{where}.grid.{key} must be a non-empty list of values")
         checked_grid[key] = tuple(getattr(from_dict(config_class, {**table, key: v}, f"{where}.grid."), key)
                                   for v in options)
-    return ModelSpec(name, values, checked_grid, label)
+    for key, dimension in search.items():  # every bound and choice must make a valid config
+        for v in dimension.bounds():
+            from_dict(config_class, merge(table, nest({key: v})), f"{where}.search.")
+    return ModelSpec(name, values, checked_grid, label, search)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from recloop.config import DataConfig, ExperimentConfig, ModelSpec
 from recloop.data.dataset import Dataset
@@ -142,14 +144,15 @@ def build_model(spec: ModelSpec, overrides: dict | None = None) -> Recommender:
 
 
 def fit(model: Recommender, data: PreparedData | Dataset, train: Interactions,
-        valid: Interactions | None = None) -> float:
+        valid: Interactions | None = None, callbacks: Sequence[Any] = ()) -> float:
     """Fit with the dataset's side features (and, for a model that stops early, a
-    validation callback built from the :class:`Evaluator`); returns the seconds taken."""
+    validation callback built from the :class:`Evaluator`, and the trainer ``callbacks``);
+    returns the seconds taken."""
     dataset = data.dataset if isinstance(data, PreparedData) else data
     start = time.perf_counter()
     validate = validation_metric(model, train, valid) if valid is not None and has_rows(valid) else None
     model.fit(train, item_features=dataset.item_features, user_features=dataset.user_features,
-              valid=valid, validate=validate, user_graph=dataset.user_graph)
+              valid=valid, validate=validate, user_graph=dataset.user_graph, callbacks=callbacks)
     return time.perf_counter() - start
 
 

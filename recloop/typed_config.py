@@ -14,6 +14,8 @@ layer (data, models, train, serve) may read its config through it.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import tomllib
 import types
 import typing
@@ -23,7 +25,7 @@ from typing import Any
 
 from recloop.errors import ConfigError, closest
 
-__all__ = ["apply_override", "closest", "from_dict", "plain", "read_toml"]
+__all__ = ["apply_override", "closest", "dump_toml", "from_dict", "plain", "read_toml"]
 
 
 def read_toml(path: str | Path) -> dict:
@@ -44,6 +46,55 @@ def read_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
     raw.setdefault("name", path.stem)
     return raw
+
+
+def dump_toml(tree: Mapping[str, Any], header: str = "") -> str:
+    """``tree`` (a plain tree: tables, lists, strings, numbers, booleans) as TOML text that
+    :func:`read_toml` reads back to the same tree; ``header`` becomes leading ``#`` lines.
+    Scalars and lists of scalars first, then sub-tables, then arrays of tables."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    _dump_table(tree, [], lines)
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def _dump_table(tree: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
+    def is_table_array(v):
+        return isinstance(v, (list, tuple)) and v and all(isinstance(x, Mapping) for x in v)
+
+    scalars = {k: v for k, v in tree.items() if not isinstance(v, Mapping) and not is_table_array(v)}
+    for key, value in scalars.items():
+        lines.append(f"{_toml_key(key)} = {_toml_value(value, '.'.join([*path, key]))}")
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            lines.extend(["", f"[{'.'.join(_toml_key(p) for p in [*path, key])}]"])
+            _dump_table(value, [*path, key], lines)
+    for key, value in tree.items():
+        if is_table_array(value):
+            for item in value:
+                lines.extend(["", f"[[{'.'.join(_toml_key(p) for p in [*path, key])}]]"])
+                _dump_table(item, [*path, key], lines)
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key) else json.dumps(key)
+
+
+def _toml_value(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+    if isinstance(value, Mapping):  # inside a list: an inline table
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v, where)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"{where}: {value!r} ({type(value).__name__}) cannot be written as TOML")
 
 
 def parse_value(text: str) -> Any:

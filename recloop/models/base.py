@@ -88,7 +88,8 @@ class Recommender(ABC):
     # --- fitting ----------------------------------------------------------------------------
     def fit(self, train: Interactions, *, item_features: Features | None = None,
             user_features: Features | None = None, valid: Interactions | None = None,
-            validate: Callable[[], float] | None = None, user_graph: UserGraph | None = None) -> Self:
+            validate: Callable[[], float] | None = None, user_graph: UserGraph | None = None,
+            callbacks: Sequence[Any] = ()) -> Self:
         """Learn from ``train`` (and side features, where the model uses them).
 
         ``user_graph`` is a user-user relation over ``train.users`` (friendships): kept as
@@ -97,7 +98,9 @@ class Recommender(ABC):
 
         ``valid`` holds validation targets for models that stop early (their history is
         ``train``) and ``validate`` returns the validation metric of the model as it is
-        now; models without early stopping ignore both. Every call starts from scratch.
+        now; ``callbacks`` are extra :class:`~recloop.train.Callback` objects for the
+        trainer of a neural model (a tuner's :class:`~recloop.train.ReportValidation`).
+        Models without early stopping ignore all three. Every call starts from scratch.
         Returns ``self``.
         """
         self._remember(train, item_features, user_features, user_graph)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Self
 
@@ -93,22 +93,24 @@ class NeuralRecommender(Recommender):
     # --- fitting and scoring -----------------------------------------------------------------------
     def fit(self, train: Interactions, *, item_features: Features | None = None,
             user_features: Features | None = None, valid: Interactions | None = None,
-            validate: Callable[[], float] | None = None, user_graph: UserGraph | None = None) -> Self:
+            validate: Callable[[], float] | None = None, user_graph: UserGraph | None = None,
+            callbacks: Sequence[Any] = ()) -> Self:
         """As :meth:`Recommender.fit`, with early stopping on ``validate``: a function
         returning the validation metric of the network as it is now (higher is better),
         called by the trainer every ``train.eval_every`` epochs. The caller builds it
         (:func:`recloop.evaluate.validation_metric`; ``recloop.experiment.fit`` does it
-        for you). Without ``validate`` the network trains for ``train.epochs`` epochs."""
+        for you). Without ``validate`` the network trains for ``train.epochs`` epochs.
+        ``callbacks`` run on the trainer's hooks after its own."""
         if validate is None and valid is not None and len(valid):
             raise ConfigError(f"{type(self).__name__}.fit() got a validation log but no validate callback; pass "
                               "validate=recloop.evaluate.validation_metric(model, train, valid) or fit through "
                               "recloop.experiment.fit()")
-        self._validate = validate
+        self._validate, self._callbacks = validate, tuple(callbacks)
         try:
             return super().fit(train, item_features=item_features, user_features=user_features, valid=valid,
                                user_graph=user_graph)
         finally:
-            del self._validate
+            del self._validate, self._callbacks
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         cfg: TrainerConfig = self.config.train
@@ -124,7 +126,8 @@ class NeuralRecommender(Recommender):
         trainer = Trainer(cfg, name=self.name, privacy_unit=self.privacy_unit or "example")
         self.network_ = self.build_network().to(trainer.device)
         data = self.training_data(train)
-        self.train_result_: TrainResult = trainer.fit(self.network_, self.loss, data, self._validate)
+        self.train_result_: TrainResult = trainer.fit(self.network_, self.loss, data, self._validate,
+                                                       callbacks=self._callbacks)
 
     @property
     def private(self) -> bool:

@@ -1,5 +1,6 @@
 """Training of neural models: one generic :class:`Trainer`, its config, the callbacks
-on its hooks (early stopping, checkpoints, time budget, TensorBoard, progress), the batch
+on its hooks (early stopping, checkpoints, time budget, TensorBoard, progress, reports
+to a tuner), the batch
 sampler and data-parallel helpers. Models subclass
 :class:`recloop.models.neural.NeuralRecommender`, which wires them to the trainer."""
 
@@ -9,6 +10,7 @@ from recloop.train.callbacks import (
     EarlyStopping,
     FitState,
     Progress,
+    ReportValidation,
     TensorBoard,
     TimeBudget,
     load_checkpoint,
@@ -20,5 +22,5 @@ from recloop.train.sampler import epoch_batches
 from recloop.train.trainer import TrainData, Trainer
 
 __all__ = ["Callback", "Checkpoint", "DistributedContext", "EarlyStopping", "EpochRecord", "FitState", "Progress",
-           "TensorBoard", "TimeBudget", "TrainData", "TrainResult", "Trainer", "TrainerConfig", "epoch_batches",
+           "ReportValidation", "TensorBoard", "TimeBudget", "TrainData", "TrainResult", "Trainer", "TrainerConfig", "epoch_batches",
            "load_checkpoint"]

@@ -178,6 +178,28 @@ class TimeBudget(Callback):
                 state.request_stop("time_budget")
 
 
+class ReportValidation(Callback):
+    """Hand every validation to ``report(epoch, metric) -> bool`` and stop training (reason
+    ``"pruned"``) when it returns True: how a tuner follows a trial's validation curve and
+    prunes it (:mod:`recloop.tune` reports to an Optuna trial and asks ``should_prune``).
+    Epochs without validation are not reported. ``pruned`` tells afterwards whether a
+    report said to stop (also when early stopping had stopped the same epoch first). Rank
+    0 reports; every rank stops."""
+
+    def __init__(self, report: Callable[[int, float], bool]):
+        self.report = report
+        self.pruned = False
+
+    def on_epoch_end(self, trainer, state, record):
+        if record.metric is None:
+            return
+        prune = bool(self.report(record.epoch, record.metric)) if trainer.distributed.is_main else False
+        (prune,) = D.broadcast_floats([float(prune)], trainer.distributed, trainer.device)
+        if prune:
+            self.pruned = True
+            state.request_stop("pruned")
+
+
 class Checkpoint(Callback):
     """After every epoch, write ``last.pt`` into ``folder`` (everything needed to resume:
     weights, optimiser, schedule, scaler, RNG, history, early-stopping counters) and, when

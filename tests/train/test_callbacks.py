@@ -16,6 +16,7 @@ from recloop.train import (
     EpochRecord,
     FitState,
     Progress,
+    ReportValidation,
     TensorBoard,
     TimeBudget,
     Trainer,
@@ -195,6 +196,32 @@ def test_a_callback_can_stop_training():
     data, network = Regression(), make_network()
     result = Trainer(config()).fit(network, mse(network), data, callbacks=[StopAtTwo()])
     assert result.stopped == "user" and [r.epoch for r in result.history] == [1, 2] and result.best_epoch == 2
+
+
+def test_report_validation_hands_each_validation_to_the_tuner_and_stops_when_told():
+    reports = []
+
+    def report(epoch, value):  # a tuner's trial: prune at the third validation
+        reports.append((epoch, value))
+        return epoch == 3
+
+    data, network = Regression(), make_network()
+    values = iter([0.1, 0.2, 0.15, 0.3, 0.4, 0.5])
+    reporter = ReportValidation(report)
+    result = Trainer(config(eval_every=1)).fit(network, mse(network), data, validate=lambda: next(values),
+                                               callbacks=[reporter])
+    assert reports == [(1, 0.1), (2, 0.2), (3, 0.15)]  # the validation curve, epoch by epoch
+    assert reporter.pruned and result.stopped == "pruned" and len(result.history) == 3
+    assert result.best_epoch == 2  # early stopping still restored the best weights
+
+
+def test_report_validation_skips_epochs_without_validation():
+    reports = []
+    reporter = ReportValidation(lambda epoch, value: reports.append(epoch) or False)
+    data, network = Regression(), make_network()
+    result = Trainer(config(eval_every=2)).fit(network, mse(network), data, validate=lambda: 0.5,
+                                               callbacks=[reporter])
+    assert reports == [2, 4, 6] and not reporter.pruned and result.stopped != "pruned"
 
 
 def test_a_callback_that_is_not_callable_is_refused():
