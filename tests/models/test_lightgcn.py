@@ -27,6 +27,31 @@ class TestLightGCNContract(RecommenderContract):
         return LightGCN(factors=16, layers=2, train={**TRAIN, "seed": seed})
 
 
+class TestSocialLightGCNContract(RecommenderContract):
+    """The social variant on the contract's planted data, with a random friend graph
+    (five friends each): it must still learn the pattern and keep every promise."""
+
+    min_ndcg = 0.15
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def dataset(cls):
+        import dataclasses
+
+        from recloop.data import generate
+        from tests.models.contract import CONTRACT_DATA
+
+        data = generate(CONTRACT_DATA, name="contract")
+        users = data.interactions.users
+        rng = np.random.default_rng(0)
+        source = np.repeat(np.arange(len(users)), 5)
+        graph = UserGraph.from_index_pairs(users, source, rng.integers(0, len(users), len(source)))
+        return dataclasses.replace(data, user_graph=graph)
+
+    def make_model(self, seed: int) -> SocialLightGCN:
+        return SocialLightGCN(factors=16, layers=2, train={**TRAIN, "seed": seed})
+
+
 def test_registered():
     assert MODELS["lightgcn"] is LightGCN and MODELS["social-lightgcn"] is SocialLightGCN
 
