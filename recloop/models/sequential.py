@@ -462,6 +462,11 @@ class ItemTable(nn.Module):
             self.text_embeddings = None
             self.text_projection = None
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Artifacts written before id_mask existed used every item's id vector.
+        state_dict.setdefault(prefix + "id_mask", torch.ones_like(self.id_mask))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def mask_untrained(self, trained: torch.Tensor) -> None:
         """Zero (now and for good) the id embeddings of items whose ``trained`` is False."""
         with torch.no_grad():

@@ -186,3 +186,26 @@ def test_id_dropout_drops_id_vectors_in_training_only(synthetic):
     trained = items.id_mask[1:-1].bool()
     assert 0.3 < dropped[trained].float().mean() < 0.7
     assert not kept[trained].any()
+
+
+def test_an_artifact_written_before_the_id_mask_still_loads(synthetic, tmp_path):
+    """SASRec artifacts of the previous release have no ``items.id_mask``: they load, with
+    every item's id vector in use, and score as they did."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    split = leave_one_out(synthetic.interactions)
+    model = make("id").fit(split.history("test"))
+    model.save(tmp_path / "m")
+    state = load_file(tmp_path / "m" / "state.safetensors")
+    key = next(k for k in state if k.endswith("items.id_mask"))
+    del state[key]
+    save_file(state, tmp_path / "m" / "state.safetensors")
+    header = json.loads((tmp_path / "m" / "model.json").read_text())
+    del header["state"][key]  # as the header of an artifact written then
+    (tmp_path / "m" / "model.json").write_text(json.dumps(header))
+    loaded = load_model(tmp_path / "m")
+    assert bool((loaded.network_.items.id_mask == 1).all())
+    users = np.arange(5)
+    np.testing.assert_allclose(loaded.score(users), model.score(users), rtol=1e-5, atol=1e-6)
