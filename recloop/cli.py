@@ -294,14 +294,17 @@ def main(argv: list[str] | None = None) -> int:
         distributed = _start_distributed()
         if distributed is not None and not distributed.is_main and hasattr(args, "quiet"):
             args.quiet = True  # only rank 0 prints
+        finished = False
         try:
             with show_progress(not getattr(args, "quiet", False)):  # bars draw only on a terminal
-                return COMMANDS[args.command](args) or 0
+                code = COMMANDS[args.command](args) or 0
+            finished = True
+            return code
         finally:
             if distributed is not None:
                 from recloop.train.distributed import teardown
 
-                teardown()
+                teardown(finished)
     except RecloopError as error:
         if debug:
             raise

@@ -92,10 +92,15 @@ def setup(context: DistributedContext, init_method: str | None = None) -> Distri
     return context
 
 
-def teardown() -> None:
-    """Leave the process group (end of a distributed command)."""
+def teardown(finished: bool = True) -> None:
+    """Leave the process group (end of a distributed command). ``finished``: the command
+    ended normally on this rank, so all ranks first wait for each other; a rank that
+    destroys its group while a peer still works (rank 0 writing the artifact) can abort
+    at exit in gloo's threads. After an error nobody waits: the peer may never come."""
     global _current
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
     _current = None
 
