@@ -23,6 +23,24 @@ training history this is one more (exact) user step against the final item facto
 so the trained user factors are not kept. The price is an ``O(factors^3)`` solve per
 scored user, small next to ranking the catalog at the factor counts that matter.
 
+Frequency-scaled regularization (``reg_exponent = nu > 0``), from S. Rendle, W. Krichene,
+L. Zhang, Y. Koren, "Revisiting the Performance of iALS on Item Recommendation
+Benchmarks", RecSys 2022: each row's penalty grows with the weight its loss carries,
+``lambda * (|I_u| + alpha0 |I|)^nu`` in their notation, where ``alpha0`` weighs every
+user-item pair and an observed pair gets ``1 + alpha0``. Their loss divided by ``alpha0``
+is this one with ``alpha = 1 / alpha0``, and ``|I_u| + alpha0 |I|`` is then ``alpha0``
+times the row's total confidence ``sum_i c_ui = |I| + alpha |I_u|``. Here the penalty of
+user ``u`` is ``regularization * (sum_i c_ui / |I|)^nu = regularization * (1 + alpha
+|I_u| / |I|)^nu`` (items alike, over ``|U|``), so that ``regularization`` keeps its
+meaning: it is the penalty of a row with no observation, and ``nu = 0`` is the plain
+model. Dividing by ``|I|^nu`` on the user side and ``|U|^nu`` on the item side changes no
+score: scaling the two sides' penalties by ``a`` and ``b`` gives the scores of both scaled
+by ``sqrt(ab)`` (rescale ``x_u`` by ``(a/b)^(1/4)`` and ``y_i`` by its inverse), a
+constant ``regularization`` absorbs. With ``weighted``, ``|I_u|`` is the sum of the
+row's ``r``. Their ``alpha0`` is ``1 / alpha`` here; their other changes (initial
+factors of standard deviation ``0.1 / sqrt(factors)``, exact solves by block) are not
+taken: the CG solver converges to the same fixed points.
+
 Departures: the confidence is ``1 + alpha * r`` as in the paper (``implicit`` uses
 ``alpha * r``); factors start uniform in ``[0, 0.01)`` as in ``implicit``.
 """
@@ -51,7 +69,10 @@ class ALSConfig:
     ``iterations``: alternating sweeps. ``cg_steps``: conjugate-gradient iterations per
     step (3 is enough when warm-started). ``weighted``: ``r`` is the rating, not 1.
     ``log_scale``: with ``weighted``, ``r = log(1 + rating / log_scale)`` when positive
-    (Hu et al.'s ``epsilon``); 0 uses the rating as it is. ``seed``: initial factors.
+    (Hu et al.'s ``epsilon``); 0 uses the rating as it is. ``reg_exponent``: ``nu`` of the
+    frequency-scaled penalty, ``regularization * (1 + alpha |I_u| / |I|)^nu`` per user and
+    alike per item (Rendle et al. 2022; 0: the same penalty for every row, 1: theirs).
+    ``seed``: initial factors.
 
     The penalty is not scaled by the number of interactions, so its best value grows
     with the data's density and with ``alpha``: ``alpha=10, regularization=50`` is a
@@ -65,6 +86,7 @@ class ALSConfig:
     cg_steps: int = 3
     weighted: bool = False
     log_scale: float = 0.0
+    reg_exponent: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -76,6 +98,9 @@ class ALSConfig:
             raise ConfigError(f"ALS regularization must be positive, got {self.regularization}")
         if self.alpha < 0:
             raise ConfigError(f"ALS alpha must be zero or positive, got {self.alpha}")
+        if not self.reg_exponent >= 0:
+            raise ConfigError(f"ALS reg_exponent must be zero (one penalty for every row) or positive, "
+                              f"got {self.reg_exponent}")
         if self.log_scale < 0:
             raise ConfigError(f"ALS log_scale must be zero (no log) or positive, got {self.log_scale}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -90,13 +115,14 @@ class ALS(Recommender):
         cfg = self.config
         x = self._weights(train.to_csr(weighted=cfg.weighted))  # (users, items), c - 1
         by_user, by_item = RowWeights(x, torch.float32), RowWeights(x.T.tocsr(), torch.float32)
+        user_penalties, item_penalties = self._penalties(x), self._penalties(x.T.tocsr())
         del x
         generator = torch.Generator().manual_seed(cfg.seed)
         users = torch.rand((train.n_users, cfg.factors), generator=generator) * 0.01
         items = torch.rand((train.n_items, cfg.factors), generator=generator) * 0.01
         for _ in progress_bar(range(cfg.iterations), desc="fit als", unit="sweep"):
-            users = conjugate_gradient(by_user, items, users, cfg.regularization, cfg.cg_steps)
-            items = conjugate_gradient(by_item, users, items, cfg.regularization, cfg.cg_steps)
+            users = conjugate_gradient(by_user, items, users, cfg.regularization, cfg.cg_steps, user_penalties)
+            items = conjugate_gradient(by_item, users, items, cfg.regularization, cfg.cg_steps, item_penalties)
         self.item_factors_ = items.numpy()
 
     def _weights(self, x: sp.csr_matrix) -> sp.csr_matrix:
@@ -107,12 +133,18 @@ class ALS(Recommender):
         x.data *= np.float32(self.config.alpha)
         return x
 
+    def _penalties(self, weights: sp.csr_matrix) -> np.ndarray | None:
+        """Each row's penalty, ``regularization * (1 + sum_i w_ui / n_columns)^nu``, for
+        ``weights`` (``c - 1``); None when ``reg_exponent`` is 0 (every row: ``regularization``)."""
+        return row_penalties(weights, self.config.regularization, self.config.reg_exponent)
+
     def user_factors(self, history: UserHistories) -> np.ndarray:
         """The exact user step for each history: ``(len(history), factors)``."""
         self._check_fitted("user_factors")
         weights = self._weights(history.to_csr(weighted=self.config.weighted))
         items = torch.from_numpy(self.item_factors_)
-        return solve_users(weights, items, self.config.regularization, self._item_gram(items)).numpy()
+        return solve_users(weights, items, self.config.regularization, self._item_gram(items),
+                           self._penalties(weights)).numpy()
 
     def _item_gram(self, items: torch.Tensor) -> torch.Tensor:
         """``Y^T Y + regularization I``, computed once per item factors: at 1e6 items it
@@ -162,13 +194,25 @@ class RowWeights:
         self.values = matrix.data.astype(torch.empty(0, dtype=dtype).numpy().dtype, copy=False)
 
 
+def row_penalties(weights: sp.csr_matrix, regularization: float, exponent: float) -> np.ndarray | None:
+    """``regularization * (1 + sum_i w_ui / m)^exponent`` for each row of ``weights``
+    (``(n, m)``, ``c - 1``): the frequency-scaled penalty (module docstring), float64
+    ``(n,)``; None when ``exponent`` is 0."""
+    if exponent == 0:
+        return None
+    mass = 1.0 + np.asarray(weights.sum(axis=1), dtype=np.float64).ravel() / max(weights.shape[1], 1)
+    return regularization * mass ** exponent
+
+
 def conjugate_gradient(weights: sp.csr_matrix | RowWeights, other: torch.Tensor, x: torch.Tensor,
-                       regularization: float, steps: int) -> torch.Tensor:
+                       regularization: float, steps: int, penalties: np.ndarray | None = None) -> torch.Tensor:
     """``steps`` CG iterations from ``x`` on every row's least-squares system.
 
-    Row ``u`` solves ``(O^T O + regularization I + O^T W_u O) x_u = O^T (1 + w_u)``, where
+    Row ``u`` solves ``(O^T O + lambda_u I + O^T W_u O) x_u = O^T (1 + w_u)``, where
     ``O`` is ``other`` (``(m, f)``) and ``w_u`` row ``u`` of ``weights`` (``(n, m)``, the
-    confidences minus one, stored on observed pairs only). Returns the new ``(n, f)``;
+    confidences minus one, stored on observed pairs only); ``lambda_u`` is
+    ``penalties[u]`` (``(n,)``), or ``regularization`` for every row when ``penalties`` is
+    None. Returns the new ``(n, f)``;
     ``x`` is left as it was. ``O^T O`` is computed once per call (once per half-sweep);
     the rows are solved by :func:`recloop.models.als_cg.cg_rows`, one fused loop per row
     over its history, ``O(nnz * factors + n * factors^2)`` per step.
@@ -179,8 +223,9 @@ def conjugate_gradient(weights: sp.csr_matrix | RowWeights, other: torch.Tensor,
         weights = RowWeights(weights, other.dtype)
     gram = other.T @ other
     gram.diagonal().add_(regularization)  # (f, f)
+    extra = None if penalties is None else np.asarray(penalties, dtype=np.float64) - regularization
     rows = cg_rows(weights.indptr, weights.indices, weights.values, other.contiguous().numpy(),
-                   gram.contiguous().numpy(), x.contiguous().numpy(), steps)
+                   gram.contiguous().numpy(), x.contiguous().numpy(), steps, extra)
     return torch.from_numpy(rows)
 
 
@@ -190,14 +235,17 @@ def item_gram(items: torch.Tensor, regularization: float) -> torch.Tensor:
 
 
 def solve_users(weights: sp.csr_matrix, items: torch.Tensor, regularization: float,
-                gram: torch.Tensor | None = None) -> torch.Tensor:
+                gram: torch.Tensor | None = None, penalties: np.ndarray | None = None) -> torch.Tensor:
     """The exact user step for every row of ``weights`` (``(n, n_items)``, ``c - 1``).
 
-    ``A_u = Y^T Y + regularization I + Y_u^T diag(w_u) Y_u`` by a batched product over
+    ``A_u = Y^T Y + lambda_u I + Y_u^T diag(w_u) Y_u`` by a batched product over
     histories padded to the longest of their chunk (rows are sorted by length so that
     padding stays small), then a batched Cholesky solve. Returns ``(n, factors)``.
-    ``gram``: :func:`item_gram` of ``items`` when the caller keeps it.
+    ``gram``: :func:`item_gram` of ``items`` when the caller keeps it. ``penalties``:
+    ``lambda_u`` per row (``(n,)``); None: ``regularization`` for every row.
     """
+    extra = None if penalties is None else torch.from_numpy(np.asarray(penalties, dtype=np.float64)
+                                                           - regularization).to(items.dtype)
     n, n_factors = weights.shape[0], items.shape[1]
     if gram is None:
         gram = item_gram(items, regularization)
@@ -216,6 +264,8 @@ def solve_users(weights: sp.csr_matrix, items: torch.Tensor, regularization: flo
         w = torch.from_numpy(value).to(items.dtype)
         confidence = w + torch.from_numpy(observed).to(items.dtype)  # c_ui on real items, 0 on padding
         a = gram + (y * w[..., None]).transpose(1, 2) @ y  # (b, f, f)
+        if extra is not None:
+            a.diagonal(dim1=1, dim2=2).add_(extra[torch.from_numpy(rows)][:, None])
         b = (confidence[..., None] * y).sum(1)[..., None]  # (b, f, 1): sum_i c_ui y_i
         out[torch.from_numpy(rows)] = torch.cholesky_solve(b, torch.linalg.cholesky(a))[..., 0]
         start = stop

@@ -32,19 +32,23 @@ numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 
 @numba.njit(parallel=True, fastmath={"reassoc", "contract"}, nogil=True, cache=True)
-def _cg_rows(indptr, indices, values, other, gram, x, out, steps, tiny):  # pragma: no cover - compiled
+def _cg_rows(indptr, indices, values, other, gram, extra, x, out, steps, tiny):  # pragma: no cover - compiled
     n, f = x.shape
     zero = tiny - tiny  # 0 in the arrays' dtype
     for u in prange(n):
         start, stop = indptr[u], indptr[u + 1]
         xu = x[u].copy()
-        # r = b - A x = sum_i (c_ui - w_ui x_u . o_i) o_i - G x_u   (c = w + 1)
+        e = extra[u]  # this row's penalty beyond the one in gram (0: none, the rows' common penalty)
+        # r = b - A x = sum_i (c_ui - w_ui x_u . o_i) o_i - (G + e I) x_u   (c = w + 1)
         r = np.empty_like(xu)
         for k in range(f):
             acc = zero
             for j in range(f):
                 acc -= gram[k, j] * xu[j]
             r[k] = acc
+        if e != zero:
+            for k in range(f):
+                r[k] -= e * xu[k]
         for nz in range(start, stop):
             i, w = indices[nz], values[nz]
             dot = zero
@@ -61,12 +65,15 @@ def _cg_rows(indptr, indices, values, other, gram, x, out, steps, tiny):  # prag
         for _ in range(steps):
             if norm <= tiny:  # converged: nothing left to do for this row
                 break
-            # ap = A p = G p + sum_i w_ui (p . o_i) o_i
+            # ap = A p = (G + e I) p + sum_i w_ui (p . o_i) o_i
             for k in range(f):
                 acc = zero
                 for j in range(f):
                     acc += gram[k, j] * p[j]
                 ap[k] = acc
+            if e != zero:
+                for k in range(f):
+                    ap[k] += e * p[k]
             for nz in range(start, stop):
                 i = indices[nz]
                 dot = zero
@@ -94,13 +101,15 @@ def _cg_rows(indptr, indices, values, other, gram, x, out, steps, tiny):  # prag
 
 
 def cg_rows(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, other: np.ndarray, gram: np.ndarray,
-            x: np.ndarray, steps: int) -> np.ndarray:
+            x: np.ndarray, steps: int, extra: np.ndarray | None = None) -> np.ndarray:
     """``steps`` CG iterations for every row of the CSR ``(indptr, indices, values)``
     (``values``: ``c - 1`` on observed pairs) from ``x`` (``(n, f)``), against ``other``
-    (``(m, f)``) and ``gram`` (``O^T O + regularization I``, ``(f, f)``). All float arrays
-    share one dtype; ``indptr`` is int64 and ``indices`` int32. Returns a new ``(n, f)``."""
+    (``(m, f)``) and ``gram`` (``O^T O + regularization I``, ``(f, f)``). ``extra``: per-row
+    penalties added to the diagonal beyond ``gram``'s (``(n,)``; None: none). All float
+    arrays share one dtype; ``indptr`` is int64 and ``indices`` int32. Returns a new ``(n, f)``."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     out = np.empty_like(x)
     tiny = x.dtype.type(np.finfo(x.dtype).tiny)
-    _cg_rows(indptr, indices, values, other, gram, x, out, steps, tiny)
+    extra = np.zeros(len(x), dtype=x.dtype) if extra is None else np.ascontiguousarray(extra, dtype=x.dtype)
+    _cg_rows(indptr, indices, values, other, gram, extra, x, out, steps, tiny)
     return out

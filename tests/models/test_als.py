@@ -6,19 +6,21 @@ import torch
 from recloop.artifact import load_model
 from recloop.errors import ConfigError
 from recloop.models import ALS, MODELS, UNKNOWN_USER, MostPopular
-from recloop.models.als import conjugate_gradient, solve_users
+from recloop.models.als import conjugate_gradient, row_penalties, solve_users
 
 PARAMS = {"factors": 16, "regularization": 1.0, "alpha": 5.0, "iterations": 8}
 
 
-def exact_user_step(weights: sp.csr_matrix, other: np.ndarray, regularization: float) -> np.ndarray:
-    """(O^T O + reg I + O^T W_u O) x_u = O^T c_u, solved user by user."""
+def exact_user_step(weights: sp.csr_matrix, other: np.ndarray, regularization: float | np.ndarray) -> np.ndarray:
+    """(O^T O + reg_u I + O^T W_u O) x_u = O^T c_u, solved user by user (``regularization``:
+    one value, or one per user)."""
     out = []
+    penalties = np.broadcast_to(regularization, (weights.shape[0],))
     for u in range(weights.shape[0]):
         w = weights[u].toarray().ravel()
         confidence = np.zeros_like(w)
         confidence[weights[u].indices] = 1 + weights[u].data
-        a = other.T @ other + regularization * np.eye(other.shape[1]) + other.T @ (w[:, None] * other)
+        a = other.T @ other + penalties[u] * np.eye(other.shape[1]) + other.T @ (w[:, None] * other)
         out.append(np.linalg.solve(a, other.T @ confidence))
     return np.array(out)
 
@@ -180,3 +182,51 @@ def test_importing_the_models_does_not_load_the_compiler():
     code = "import sys, recloop.models, recloop.models.als; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_row_penalties_grow_with_the_rows_confidence_as_rendle_et_al():
+    # regularization * (1 + sum_i w_ui / m)^nu: (1 + 6/3)^1 = 3, (1 + 0/3)^1 = 1, (1 + 1.5/3)^1 = 1.5
+    weights = sp.csr_matrix(np.array([[2.0, 4.0, 0.0], [0.0, 0.0, 0.0], [1.5, 0.0, 0.0]]))
+    np.testing.assert_allclose(row_penalties(weights, 10.0, 1.0), [30.0, 10.0, 15.0])
+    np.testing.assert_allclose(row_penalties(weights, 10.0, 0.5), 10.0 * np.sqrt([3.0, 1.0, 1.5]))
+    assert row_penalties(weights, 10.0, 0.0) is None  # nu = 0: one penalty for every row, the plain model
+
+
+def test_cg_and_batched_solve_with_per_row_penalties_match_the_exact_step(tiny_system, monkeypatch):
+    weights, other, regularization = tiny_system
+    penalties = regularization * (1.0 + np.arange(40) / 10.0)
+    expected = exact_user_step(weights, other, penalties)
+    start = torch.from_numpy(np.random.default_rng(2).normal(size=(40, 6)))
+    solved = conjugate_gradient(weights, torch.from_numpy(other), start, regularization, 20, penalties).numpy()
+    np.testing.assert_allclose(solved, expected, rtol=1e-9, atol=1e-11)
+    monkeypatch.setattr("recloop.models.als.SOLVE_FLOATS", 30)
+    batched = solve_users(weights, torch.from_numpy(other), regularization, penalties=penalties).numpy()
+    np.testing.assert_allclose(batched, expected, rtol=1e-9, atol=1e-11)
+    # every row at the common penalty is the plain step, bit for bit
+    plain = conjugate_gradient(weights, torch.from_numpy(other), start, regularization, 3)
+    same = conjugate_gradient(weights, torch.from_numpy(other), start, regularization, 3, np.full(40, regularization))
+    torch.testing.assert_close(same, plain, rtol=0, atol=0)
+
+
+def test_frequency_scaled_regularization_in_fit_and_scoring(fit_log, tmp_path, test_ndcg):
+    params = {**PARAMS, "reg_exponent": 1.0}
+    model = ALS(**params).fit(fit_log)
+    # scoring solves each user with its own penalty, from the history it is given
+    history = fit_log.histories(np.arange(30))
+    weights = history.to_csr() * PARAMS["alpha"]
+    penalties = PARAMS["regularization"] * (1 + np.asarray(weights.sum(axis=1)).ravel() / fit_log.n_items)
+    expected = exact_user_step(weights, model.item_vectors().astype(np.float64), penalties)
+    np.testing.assert_allclose(model.user_factors(history), expected, rtol=1e-3, atol=1e-5)
+    # a different model from the plain one, still a recommender, and saved with its knob
+    users = np.arange(fit_log.n_users)
+    assert not np.allclose(model.score(users), ALS(**PARAMS).fit(fit_log).score(users))
+    assert test_ndcg(model) > test_ndcg(MostPopular().fit(fit_log)) + 0.1
+    model.save(tmp_path / "a")
+    loaded = load_model(tmp_path / "a")
+    assert loaded.config.reg_exponent == 1.0
+    np.testing.assert_array_equal(loaded.score(users), model.score(users))
+    # the default is the plain model: nu = 0 explicitly gives the same scores bit for bit
+    np.testing.assert_array_equal(ALS(**PARAMS, reg_exponent=0.0).fit(fit_log).score(users),
+                                  ALS(**PARAMS).fit(fit_log).score(users))
+    with pytest.raises(ConfigError, match="reg_exponent"):
+        ALS(reg_exponent=-0.5)
