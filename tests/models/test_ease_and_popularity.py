@@ -199,3 +199,24 @@ def test_max_items_fits_the_most_popular_and_ranks_the_rest_by_popularity(synthe
     assert EASE(l2=30.0, max_items=train.n_items).fit(train).kept_items_ is None  # nothing to restrict
     with pytest.raises(ConfigError, match="max_items must be a positive integer"):
         EASE(max_items=0)
+
+
+def test_edlae_dropout_is_a_popularity_scaled_penalty_in_the_closed_form(synthetic):
+    # Steck (NeurIPS 2020), full rank: Lambda = l2 I + p / (1 - p) diagMat(diag(X^T X))
+    train = synthetic.interactions
+    model = EASE(l2=25.0, dropout=0.25).fit(train)
+    x = train.to_csr().toarray().astype(np.float64)
+    gram = x.T @ x
+    p = np.linalg.inv(gram + np.diag(25.0 + 0.25 / 0.75 * np.diag(gram)))
+    expected = -p / np.diag(p)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(model.weights_, expected, atol=2e-5, rtol=1e-3)
+    assert not np.allclose(model.weights_, EASE(l2=25.0).fit(train).weights_, atol=1e-3)
+    # dropout 0 is EASE bit for bit; a grid mixing both shares its Gram matrix untouched
+    np.testing.assert_array_equal(EASE(l2=25.0, dropout=0.0).fit(train).weights_, EASE(l2=25.0).fit(train).weights_)
+    grid = list(EASE.fit_grid([{"l2": 25.0, "dropout": 0.25}, {"l2": 25.0}], train))
+    np.testing.assert_array_equal(grid[0].weights_, model.weights_)
+    np.testing.assert_array_equal(grid[1].weights_, EASE(l2=25.0).fit(train).weights_)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="dropout"):
+            EASE(dropout=bad)
