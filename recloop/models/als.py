@@ -39,7 +39,7 @@ by ``sqrt(ab)`` (rescale ``x_u`` by ``(a/b)^(1/4)`` and ``y_i`` by its inverse),
 constant ``regularization`` absorbs. With ``weighted``, ``|I_u|`` is the sum of the
 row's ``r``. Their ``alpha0`` is ``1 / alpha`` here; their other changes (initial
 factors of standard deviation ``0.1 / sqrt(factors)``, exact solves by block) are not
-taken: the CG solver converges to the same fixed points.
+taken: the CG solver approximates the same per-row solves.
 
 Departures: the confidence is ``1 + alpha * r`` as in the paper (``implicit`` uses
 ``alpha * r``); factors start uniform in ``[0, 0.01)`` as in ``implicit``.
