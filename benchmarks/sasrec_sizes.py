@@ -3,12 +3,16 @@ seeds, confidence intervals and paired tests on the same users.
 
     PYTHONPATH=. python benchmarks/sasrec_sizes.py configs/ml100k-sasrec-16-1-1-tuned.toml \
         configs/ml100k-sasrec-32-1-1-tuned.toml --seeds 0 1 2 --json runs/sizes-small.json
-    PYTHONPATH=. python benchmarks/sasrec_sizes.py --table runs/sizes-small.json runs/sizes-large.json
+    PYTHONPATH=. python benchmarks/sasrec_sizes.py --table runs/sizes-small.json runs/sizes-large.json \
+        --tune runs/tune/sasrec-16-1-1/tune.json runs/tune/sasrec-32-1-1/tune.json
 
 Each config (a ``best.toml`` of ``recloop tune``) runs exactly what ``recloop evaluate
 CONFIG`` runs (:func:`recloop.experiment.run_model`), once per seed (``model.train.seed``),
 and the JSON keeps every run's test metrics, epochs and per-user test values (rewritten
-after each run). ``--table`` merges result files into two markdown tables:
+after each run). ``--table`` merges result files into two markdown tables; ``--tune`` adds
+the final test that ``recloop tune`` made of each best config (its training seed, the
+config's) as one more seed, without per-user values (``tune.json`` keeps none), so that a
+seed already tested by the tuner need not be trained again:
 
 * per size: the median over seeds of test NDCG@10 / HR@10 (and the seeds' range), and a
   95% interval over users of the seed-averaged per-user NDCG@10 (Student t, 943 users on
@@ -82,22 +86,49 @@ def measure(configs: list[str], seeds: list[int], overrides: list[str], data_dir
     return report
 
 
+def from_tune(path: Path) -> dict:
+    """The final test of a ``recloop tune`` study as a run of its best config (no per-user
+    values; epochs are the best trial's, which the final fit repeats)."""
+    report = json.loads(Path(path).read_text())
+    config = report["best_config"]
+    (model,) = config["models"]
+    best = next(t for t in report["trials"] if t["number"] == report["best"]["trial"])
+    return {"config": str(path), "size": f"{model['hidden']}:{model['layers']}:{model['heads']}",
+            "seed": model["train"]["seed"], "params": None, "model": model, "test": report["test"]["metrics"],
+            "valid_best": report["best"][f"valid_{report['metric']}"], "best_epoch": best["best_epoch"],
+            "epochs_run": best["epochs"], "stopped": best["stopped"], "fit_seconds": report["test"]["fit_seconds"],
+            "cpu_seconds_per_epoch": None, "users": None, "per_user": None}
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
 def summarise(runs: list[dict]) -> tuple[list[dict], list[dict]]:
     """Per-size rows (medians over seeds, interval over users) and every pair's paired test,
-    from the runs of one or more result files; sizes ordered by parameter count."""
+    from the runs of one or more result files; sizes ordered by hidden, layers, heads.
+    Runs without per-user values (:func:`from_tune`) count in the medians only."""
     by_size: dict[str, list[dict]] = {}
     for run in runs:
         by_size.setdefault(run["size"], []).append(run)
-    users = runs[0]["users"]
-    if any(run["users"] != users for run in runs):
+    users = next((run["users"] for run in runs if run["users"] is not None), None)
+    if any(run["users"] not in (None, users) for run in runs):
         raise ValueError("the runs were tested on different users; paired tests need the same split")
     averaged, rows = {}, []
-    for size, group in sorted(by_size.items(), key=lambda item: item[1][0]["params"]):
-        averaged[size] = np.mean([run["per_user"][METRIC] for run in group], axis=0)
-        interval = mean_confidence_interval(averaged[size])
+    for size, group in sorted(by_size.items(), key=lambda item: tuple(int(x) for x in item[0].split(":"))):
+        seeds = sorted({run["seed"] for run in group})
+        if len(seeds) < len(group):
+            raise ValueError(f"size {size} has a seed twice ({[run['seed'] for run in group]}); give each run once")
+        paired = [run["per_user"][METRIC] for run in group if run["per_user"] is not None]
+        interval = None
+        if paired:
+            averaged[size] = np.mean(paired, axis=0)
+            interval = mean_confidence_interval(averaged[size])
         tests = [run["test"][METRIC] for run in group]
         rows.append({
-            "size": size, "params": group[0]["params"], "seeds": [run["seed"] for run in group],
+            "size": size, "params": _median(run["params"] for run in group), "seeds": seeds,
+            "paired_seeds": [run["seed"] for run in group if run["per_user"] is not None],
             "test": statistics.median(tests), "test_min": min(tests), "test_max": max(tests),
             "hr": statistics.median(run["test"]["hr@10"] for run in group),
             "valid": statistics.median(run["valid_best"] for run in group),
@@ -105,11 +136,12 @@ def summarise(runs: list[dict]) -> tuple[list[dict], list[dict]]:
             "epochs_run": statistics.median(run["epochs_run"] for run in group),
             "stopped": sorted({run["stopped"] for run in group}),
             "fit_seconds": statistics.median(run["fit_seconds"] for run in group),
-            "cpu_seconds_per_epoch": statistics.median(run["cpu_seconds_per_epoch"] for run in group),
-            "mean_over_seeds": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
+            "cpu_seconds_per_epoch": _median(run["cpu_seconds_per_epoch"] for run in group),
+            "mean_over_seeds": interval and interval.mean, "ci_low": interval and interval.low,
+            "ci_high": interval and interval.high,
         })
     pairs = []
-    for a, b in itertools.combinations([row["size"] for row in rows], 2):
+    for a, b in itertools.combinations([row["size"] for row in rows if row["size"] in averaged], 2):
         test = paired_test(averaged[b], averaged[a], METRIC)  # the larger minus the smaller
         d = test.difference
         pairs.append({"larger": b, "smaller": a, "difference": d.mean, "low": d.low, "high": d.high,
@@ -117,17 +149,23 @@ def summarise(runs: list[dict]) -> tuple[list[dict], list[dict]]:
     return rows, pairs
 
 
-def table(files: list[Path]) -> str:
+def table(files: list[Path], tune_files: list[Path] = ()) -> str:
     runs = [run for file in files for run in json.loads(Path(file).read_text())["runs"]]
-    rows, pairs = summarise(runs)
+    rows, pairs = summarise(runs + [from_tune(path) for path in tune_files])
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
     lines = ["| size (hidden:layers:heads) | parameters | seeds | valid NDCG@10 | test NDCG@10 median (seeds' range) "
-             "| test HR@10 | seed-averaged test NDCG@10 (95% CI over users) | best epoch / epochs run | stopped by "
-             "| fit s | CPU s/epoch |", "|" + "---|" * 11]
+             "| test HR@10 | seed-averaged test NDCG@10 (95% CI over users; seeds) | best epoch / epochs run "
+             "| stopped by | fit s | CPU s/epoch |", "|" + "---|" * 11]
     for r in rows:
-        lines.append(f"| {r['size']} | {r['params']:,} | {len(r['seeds'])} | {r['valid']:.4f} | **{r['test']:.4f}** "
-                     f"({r['test_min']:.4f}-{r['test_max']:.4f}) | {r['hr']:.4f} | {r['mean_over_seeds']:.4f} "
-                     f"({r['ci_low']:.4f}-{r['ci_high']:.4f}) | {r['best_epoch']:g} / {r['epochs_run']:g} | "
-                     f"{', '.join(r['stopped'])} | {r['fit_seconds']:.0f} | {r['cpu_seconds_per_epoch']:.2f} |")
+        averaged = ("-" if r["mean_over_seeds"] is None else f"{r['mean_over_seeds']:.4f} ({r['ci_low']:.4f}-"
+                    f"{r['ci_high']:.4f}; {','.join(map(str, r['paired_seeds']))})")
+        lines.append(f"| {r['size']} | {fmt(r['params'], ',.0f')} | {','.join(map(str, r['seeds']))} | "
+                     f"{r['valid']:.4f} | **{r['test']:.4f}** ({r['test_min']:.4f}-{r['test_max']:.4f}) | "
+                     f"{r['hr']:.4f} | {averaged} | {r['best_epoch']:g} / {r['epochs_run']:g} | "
+                     f"{', '.join(r['stopped'])} | {r['fit_seconds']:.0f} | {fmt(r['cpu_seconds_per_epoch'], '.2f')} |")
     lines += ["", "| larger - smaller | NDCG@10 difference (95% CI) | paired t p | Wilcoxon p |", "|---|---|---|---|"]
     for p in pairs:
         lines.append(f"| {p['larger']} - {p['smaller']} | {p['difference']:+.4f} ({p['low']:+.4f} .. "
@@ -144,9 +182,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--data-dir", default=os.environ.get("RECLOOP_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
     parser.add_argument("--table", type=Path, nargs="+", default=None,
                         help="print the markdown tables of these result files instead of training")
+    parser.add_argument("--tune", type=Path, nargs="+", default=[],
+                        help="with --table: tune.json files whose final test counts as one more seed")
     args = parser.parse_args(argv)
     if args.table:
-        print(table(args.table))
+        print(table(args.table, args.tune))
         return None
     if not args.configs:
         parser.error("give the tuned configs to run, or --table FILES")

@@ -67,3 +67,24 @@ def test_sizes_run_per_seed_and_pair_on_the_same_users(tmp_path, capsys):
     sasrec_sizes.main(["--table", str(out)])
     printed = capsys.readouterr().out
     assert "| 16:1:1 - 8:1:1 |" in printed and f"**{small['test']:.4f}**" in printed
+
+
+def test_the_tuners_final_test_counts_as_one_more_seed(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    from benchmarks import sasrec_sizes
+    from recloop.cli import main as recloop
+
+    config = tmp_path / "tune.toml"
+    config.write_text(CONFIG.format(hidden=8) + '[model.search]\n"train.lr" = {low = 1e-3, high = 1e-2, log = true}\n')
+    assert recloop(["tune", str(config), "--trials", "1", "-o", str(tmp_path / "study"), "--quiet"]) == 0
+    tuned = json.loads((tmp_path / "study" / "tune.json").read_text())
+    report = sasrec_sizes.main([str(tmp_path / "study" / "best.toml"), "--seeds", "1", "2"])
+
+    run = sasrec_sizes.from_tune(tmp_path / "study" / "tune.json")
+    assert (run["size"], run["seed"], run["test"]) == ("8:1:1", 0, tuned["test"]["metrics"])
+    (row,), pairs = sasrec_sizes.summarise(report["runs"] + [run])
+    assert row["seeds"] == [0, 1, 2] and row["paired_seeds"] == [1, 2] and pairs == []
+    tests = sorted([tuned["test"]["metrics"]["ndcg@10"], *(r["test"]["ndcg@10"] for r in report["runs"])])
+    assert row["test"] == pytest.approx(tests[1]) and (row["test_min"], row["test_max"]) == (tests[0], tests[2])
+    with pytest.raises(ValueError, match="seed twice"):  # seed 0 trained again and given twice
+        sasrec_sizes.summarise([run, {**run, "config": "again"}])
