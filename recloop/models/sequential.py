@@ -45,14 +45,13 @@ from recloop.data.features import Features
 from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.neural import NeuralRecommender
-from recloop.models.text_adaptor import MoEAdaptor
+from recloop.models.text_adaptor import ITEM_REPRESENTATIONS, MoEAdaptor
 from recloop.train import distributed
 from recloop.utils import seed_everything
 
 PAD = 0
 IGNORE = -100  # target of a padded position (F.cross_entropy's ignore_index)
 LOSSES = ("ce", "sampled")
-ITEM_REPRESENTATIONS = ("id", "text", "fused")
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
 
 

@@ -16,6 +16,11 @@ Universal Sequence Representation Learning for Recommender Systems", KDD 2022, s
 Departures: UniSRec adds Gaussian noise to the gate logits during training (noisy top-k
 style); this adaptor uses dropout on the text input instead (``dropout``, UniSRec's own
 adaptor dropout is 0.2) and no gate noise. The text embeddings themselves are frozen.
+
+One adaptor serves every model that reads item text (SASRec's item table in
+:mod:`recloop.models.sequential`, the two-tower's item tower): ``ITEM_REPRESENTATIONS``
+names the choices they share. With ``n_experts = 1`` and no dropout the adaptor is an
+affine map ``t W - b W``, a plain linear projection with a bias.
 """
 
 from __future__ import annotations
@@ -23,9 +28,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: How a model represents an item: its learned id embedding, its frozen text through the
+#: adaptor (no per-item parameter), or the sum of both.
+ITEM_REPRESENTATIONS = ("id", "text", "fused")
+
 
 class MoEAdaptor(nn.Module):
-    """``forward(text (n, d_text)) -> (n, d)``: UniSRec's whitened mixture of experts."""
+    """``forward(text (..., d_text)) -> (..., d)``: UniSRec's whitened mixture of experts
+    (any leading dimensions: the two-tower's DP-SGD loss passes ``(B, T, d_text)``)."""
 
     def __init__(self, text_dim: int, dim: int, n_experts: int = 8, dropout: float = 0.2):
         super().__init__()
@@ -37,9 +47,9 @@ class MoEAdaptor(nn.Module):
         nn.init.normal_(self.gate.weight, std=0.02)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(text)  # (n, d_text)
-        gates = torch.softmax(self.gate(x), dim=-1)  # (n, k)
+        x = self.dropout(text)  # (..., d_text)
+        gates = torch.softmax(self.gate(x), dim=-1)  # (..., k)
         k, t, d = self.experts.shape
-        projected = (x @ self.experts.transpose(0, 1).reshape(t, k * d)).view(-1, k, d)  # x W_k, (n, k, d)
+        projected = (x @ self.experts.transpose(0, 1).reshape(t, k * d)).view(*x.shape[:-1], k, d)  # x W_k
         shift = torch.einsum("kt,ktd->kd", self.bias, self.experts)  # b_k W_k, (k, d)
-        return (gates[..., None] * (projected - shift)).sum(1)  # sum_k g_k (x - b_k) W_k, (n, d)
+        return (gates[..., None] * (projected - shift)).sum(-2)  # sum_k g_k (x - b_k) W_k, (..., d)

@@ -7,8 +7,17 @@ L. Hong, D. Z. Cheng, L. Heldt, A. Kumthekar, Z. Zhao, L. Wei and E. Chi,
 RecSys 2019 (in-batch softmax with the log-Q correction, L2-normalised towers and a
 temperature).
 
-Item tower: ``e_i = id_i + mean(genre embeddings of i) + W_t t_i`` with ``t_i`` the frozen
-sentence-transformer embedding of the item's text; ``v_i = normalise(e_i + MLP(e_i))``.
+Item tower: ``e_i = [id_i] + mean(genre embeddings of i) + [A(t_i)]`` with ``t_i`` the
+frozen sentence-transformer embedding of the item's text and ``A`` the adaptor SASRec uses
+too (:class:`~recloop.models.text_adaptor.MoEAdaptor`, UniSRec's parametric whitening with
+a mixture of ``n_experts`` experts); ``v_i = normalise(e_i + MLP(e_i))``. ``item_repr``
+chooses the item's own part: ``"id"`` (``id_i``, no text), ``"text"`` (``A(t_i)``, no
+per-item parameter at all: the id table is not built) or ``"fused"`` (``id_i + A(t_i)``,
+the default); genres are added in every case when ``use_genres``. ``A`` is the tower's
+only text path: what was a linear projection ``W_t t_i + c`` is the adaptor with its
+defaults ``n_experts = 1``, ``adaptor_dropout = 0`` (``(t_i - b) W``: the same family of
+affine maps, ``c = -b W``, initialised as the adaptor initialises), and more experts turn
+it into UniSRec's mixture.
 User tower: ``h_u = mean of v_j over the user's history`` (the item tower's own output, so
 history items never trained on still carry their content), then
 ``u = normalise(h_u + MLP([h_u ; mean(user feature embeddings)]))``. The score is
@@ -60,6 +69,7 @@ from recloop.data.interactions import Interactions, UserHistories
 from recloop.errors import ConfigError
 from recloop.models.neural import NeuralRecommender
 from recloop.models.side_inputs import CategoricalInputs, MeanEmbedding, item_text_embeddings
+from recloop.models.text_adaptor import ITEM_REPRESENTATIONS, MoEAdaptor
 from recloop.text.encoder import DEFAULT_MODEL, TextEncoder, TextEncoderConfig
 from recloop.text.items import embed_features
 from recloop.text.projection import RidgeProjection
@@ -78,7 +88,10 @@ class TwoTowerConfig:
     ``max_history``: history items the user tower sees per training example.
     ``temperature``: of the softmax over cosine scores (Yi et al. use 0.05).
     ``logq``: subtract ``log q`` (the popularity correction) from in-batch logits.
-    ``use_ids``/``use_genres``/``use_text``/``user_features``: which inputs to use.
+    ``item_repr``: the item's own part, ``"id"``, ``"text"`` or ``"fused"`` (see the
+    module docstring); ``use_genres``/``user_features``: which side inputs to use.
+    ``n_experts``/``adaptor_dropout``: the text adaptor (1 and 0: a linear projection;
+    UniSRec uses 8 and 0.2).
     ``id_dropout``: probability of zeroing an item's id embedding in a training step.
     ``text_model``/``text_fields``/``text_cache_dir``: the frozen text encoder.
     ``projection``: how :meth:`TwoTower.text_to_item_vectors` maps text to item space.
@@ -94,10 +107,11 @@ class TwoTowerConfig:
     max_history: int = 50
     temperature: float = 0.05
     logq: bool = True
-    use_ids: bool = True
+    item_repr: str = "fused"
     use_genres: bool = True
-    use_text: bool = True
     user_features: bool = True
+    n_experts: int = 1
+    adaptor_dropout: float = 0.0
     id_dropout: float = 0.1
     dropout: float = 0.0
     text_model: str = DEFAULT_MODEL
@@ -117,16 +131,28 @@ class TwoTowerConfig:
             raise ConfigError(f"two-tower max_history must be at least 1, got {self.max_history}")
         if self.temperature <= 0:
             raise ConfigError(f"two-tower temperature must be positive, got {self.temperature}")
-        for name in ("id_dropout", "dropout"):
+        if self.item_repr not in ITEM_REPRESENTATIONS:
+            raise ConfigError(f"two-tower item_repr must be one of {ITEM_REPRESENTATIONS}, got {self.item_repr!r}")
+        if self.n_experts < 1:
+            raise ConfigError(f"two-tower n_experts must be at least 1, got {self.n_experts}")
+        for name in ("id_dropout", "dropout", "adaptor_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"two-tower {name} must be in [0, 1), got {getattr(self, name)}")
-        if not (self.use_ids or self.use_genres or self.use_text):
-            raise ConfigError("two-tower needs at least one item input: use_ids, use_genres or use_text")
         if self.private_targets < 1 or self.private_negatives < 1:
             raise ConfigError(f"two-tower private_targets and private_negatives must be at least 1, got "
                               f"{self.private_targets} and {self.private_negatives}")
         if self.projection not in PROJECTIONS:
             raise ConfigError(f"two-tower projection must be one of {PROJECTIONS}, got {self.projection!r}")
+
+    @property
+    def use_ids(self) -> bool:
+        """Whether items have a learned id embedding (``item_repr`` ``"id"`` or ``"fused"``)."""
+        return self.item_repr != "text"
+
+    @property
+    def use_text(self) -> bool:
+        """Whether items are read through the text adaptor (``"text"`` or ``"fused"``)."""
+        return self.item_repr != "id"
 
 
 def _residual_mlp(width_in: int, hidden: tuple[int, ...], width_out: int, dropout: float) -> nn.Module | None:
@@ -147,15 +173,16 @@ class TwoTowerNetwork(nn.Module):
         super().__init__()
         d = config.dim
         self.config, self.n_items = config, n_items
-        self.item_id = nn.Embedding(n_items, d)
-        nn.init.normal_(self.item_id.weight, std=0.1)
+        self.item_id = nn.Embedding(n_items, d) if config.use_ids else None  # "text": no per-item parameter
+        if self.item_id is not None:
+            nn.init.normal_(self.item_id.weight, std=0.1)
         self.item_cat = MeanEmbedding(item_cat.n_values, d)
-        self.text = nn.Linear(item_text.shape[1], d) if item_text.shape[1] else None
+        self.text = MoEAdaptor(item_text.shape[1], d, config.n_experts, config.adaptor_dropout) if config.use_text \
+            else None
         self.item_mlp = _residual_mlp(d, config.hidden, d, config.dropout)
         self.user_cat = MeanEmbedding(user_cat.n_values, d)
         self.user_mlp = _residual_mlp(2 * d, config.hidden, d, config.dropout)
         # Inputs switched off are not trained (DP-SGD needs a per-row gradient for every trained parameter).
-        self.item_id.weight.requires_grad_(config.use_ids)
         self.item_cat.embedding.weight.requires_grad_(config.use_genres)
         self.register_buffer("item_cat_index", torch.from_numpy(item_cat.index), persistent=False)
         self.register_buffer("item_text", torch.from_numpy(item_text), persistent=False)
@@ -204,7 +231,7 @@ class TwoTowerNetwork(nn.Module):
     def text_vectors(self, text: torch.Tensor) -> torch.Tensor:
         """Item vectors from text embeddings alone (no id, no genres): ``(n, d_text) -> (n, d)``."""
         if self.text is None:
-            raise ConfigError("this two-tower model was trained without text (use_text = false)")
+            raise ConfigError("this two-tower model was trained without text (item_repr = 'id')")
         return self._finish_items(self.text(text))
 
     # --- user tower ---------------------------------------------------------------------------------
@@ -335,9 +362,9 @@ class TwoTower(NeuralRecommender):
     def prepare(self, train: Interactions) -> None:
         cfg = self.config
         if (cfg.use_genres or cfg.use_text) and self.item_features_ is None:
-            raise ConfigError("TwoTower uses item genres and text (use_genres/use_text) but fit() got no item "
-                              "features: pass fit(train, item_features=dataset.item_features), or set "
-                              "use_genres = false and use_text = false")
+            raise ConfigError(f"TwoTower uses item genres or text (use_genres = {cfg.use_genres}, item_repr = "
+                              f"{cfg.item_repr!r}) but fit() got no item features: pass fit(train, "
+                              "item_features=dataset.item_features), or set use_genres = false and item_repr = 'id'")
         self.item_cat_ = CategoricalInputs.from_features(self.item_features_ if cfg.use_genres else None, train.items)
         self.user_cat_ = CategoricalInputs.from_features(self.user_features_ if cfg.user_features else None,
                                                          train.users)
@@ -466,7 +493,7 @@ class TwoTower(NeuralRecommender):
         if projection not in PROJECTIONS:
             raise ConfigError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
         if not self.config.use_text:
-            raise ConfigError("this two-tower model was trained without text (use_text = false); "
+            raise ConfigError("this two-tower model was trained without text (item_repr = 'id'); "
                               "it cannot place items by their text")
         text = np.asarray(text_embeddings, dtype=np.float32)
         if projection == "ridge":

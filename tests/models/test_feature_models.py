@@ -51,6 +51,26 @@ class TestTwoTowerContract(RecommenderContract):
                         train=tiny_train(seed=seed, epochs=15))
 
 
+class TestTwoTowerIdContract(RecommenderContract):
+    """``item_repr = "id"``: ids and genres, no text (the encoder is never loaded)."""
+
+    min_ndcg = 0.3
+
+    def make_model(self, seed):
+        return TwoTower(item_repr="id", dim=16, hidden=(32,), max_history=10, train=tiny_train(seed=seed, epochs=15))
+
+
+class TestTwoTowerTextContract(RecommenderContract):
+    """``item_repr = "text"``: the item is its text through a 4-expert adaptor, nothing else."""
+
+    min_ndcg = 0.3
+
+    def make_model(self, seed):
+        pytest.importorskip("sentence_transformers")
+        return TwoTower(item_repr="text", use_genres=False, n_experts=4, adaptor_dropout=0.1, dim=16, hidden=(32,),
+                        max_history=10, text_cache_dir=CACHE["dir"], train=tiny_train(seed=seed, epochs=15))
+
+
 # --- cold items and users -----------------------------------------------------------------------------
 def topics(dataset) -> np.ndarray:
     return dataset.item_features.categorical["genre"].matrix.indices  # one topic per synthetic item
@@ -121,6 +141,87 @@ def test_two_tower_text_projection_round_trips_through_save(two_tower, cold_setu
                                    two_tower.text_to_item_vectors(text, projection), atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def bare_towers(cold_setup):
+    """Text-only and fused two-towers with no genres and no MLP, trained without the
+    planted cold items: an item vector is then ``normalise(item part)`` exactly."""
+    pytest.importorskip("sentence_transformers")
+    dataset, train, _ = cold_setup
+    options = {"dim": 16, "hidden": (), "max_history": 10, "use_genres": False, "n_experts": 3,
+               "text_cache_dir": CACHE["dir"], "train": tiny_train(epochs=12, patience=0)}
+    return {item_repr: TwoTower(item_repr=item_repr, **options).fit(train, item_features=dataset.item_features)
+            for item_repr in ("text", "fused")}
+
+
+def test_text_only_two_tower_has_no_per_item_parameter(bare_towers, cold_setup):
+    model = bare_towers["text"]
+    assert model.network_.item_id is None
+    n_items = cold_setup[0].interactions.n_items
+    assert all(n_items not in p.shape for p in model.network_.parameters())
+    fused_shapes = [p.shape for p in bare_towers["fused"].network_.parameters()]
+    assert (n_items, 16) in fused_shapes  # the fused model's id table, absent from the text model
+
+
+def test_text_only_two_tower_ranks_the_planted_cold_item_by_its_text(bare_towers, cold_setup):
+    """No genres, no ids: only its text can tell the cold item of a user's topic apart."""
+    dataset, _, cold = cold_setup
+    model = bare_towers["text"]
+    items, _ = model.recommend(np.full(len(cold), UNKNOWN_USER), k=1, history=topic_users(dataset, cold),
+                               candidates=cold)
+    assert (items[:, 0] == cold).mean() >= 5 / 6
+
+
+def test_fused_item_is_its_id_plus_the_adaptors_image_of_its_text(bare_towers, cold_setup):
+    import torch
+    import torch.nn.functional as F
+
+    model = bare_towers["fused"]
+    net = model.network_
+    with torch.no_grad():
+        text = net.text.eval()(torch.from_numpy(model.item_text_))  # the adaptor, (n_items, d)
+        known = torch.from_numpy(model.item_known_.astype(np.float32))[:, None]
+        expected = F.normalize(net.item_id.weight * known + text, dim=-1).numpy()
+        text_only = F.normalize(text, dim=-1).numpy()
+    np.testing.assert_allclose(model.item_vectors(), expected, atol=1e-6)
+    cold = cold_setup[2]
+    # A cold item (no training interactions) has its id zeroed: it is its text part alone,
+    # the vector text_to_item_vectors gives its text.
+    np.testing.assert_allclose(model.item_vectors()[cold], text_only[cold], atol=1e-6)
+    np.testing.assert_allclose(model.text_to_item_vectors(model.item_text_[cold], "tower"), text_only[cold], atol=1e-6)
+    warm = np.flatnonzero(model.item_known_)
+    assert np.abs(model.item_vectors()[warm] - text_only[warm]).max() > 0.1  # the id part counts for warm items
+
+
+@pytest.mark.parametrize("item_repr", ["text", "fused"])
+def test_two_tower_with_text_round_trips_through_save(bare_towers, item_repr, tmp_path):
+    model = bare_towers[item_repr]
+    loaded = load_model(model.save(tmp_path / item_repr))
+    assert loaded.config.item_repr == item_repr and loaded.config.n_experts == 3
+    users = np.arange(8)
+    np.testing.assert_array_equal(loaded.score(users), model.score(users))
+    np.testing.assert_array_equal(loaded.text_to_item_vectors(model.item_text_[:5]),
+                                  model.text_to_item_vectors(model.item_text_[:5]))
+
+
+def test_two_tower_rejects_bad_item_representations():
+    with pytest.raises(ConfigError, match="item_repr must be one of .*'both'"):
+        TwoTower(item_repr="both")
+    with pytest.raises(ConfigError, match="n_experts must be at least 1, got 0"):
+        TwoTower(n_experts=0)
+    with pytest.raises(ConfigError, match="adaptor_dropout must be in"):
+        TwoTower(adaptor_dropout=1.0)
+    with pytest.raises(ConfigError, match="unknown config key 'TwoTower.use_ids'.*item_repr"):
+        TwoTower(use_ids=False)  # the former switches: item_repr says it now
+
+
+def test_an_id_only_two_tower_refuses_to_place_items_by_text(synthetic):
+    model = TwoTower(item_repr="id", dim=8, hidden=(), max_history=5, train=tiny_train(epochs=1)).fit(
+        synthetic.interactions, item_features=synthetic.item_features)
+    assert model.network_.text is None and model.item_text_.shape[1] == 0
+    with pytest.raises(ConfigError, match="item_repr = 'id'"):
+        model.text_to_item_vectors(np.zeros((1, 384), dtype=np.float32))
+
+
 def test_feature_mlp_scores_cold_items_by_their_genre(cold_setup):
     dataset, train, cold = cold_setup
     model = MLPRecommender(dim=16, layers=(32,), id_dropout=0.3, train=tiny_train(epochs=15, patience=0)).fit(
@@ -181,7 +282,7 @@ def test_tower_data_is_the_int32_csr_and_batches_as_before(synthetic, tmp_path):
 
 
 def test_two_tower_trains_the_same_from_memory_mapped_data(synthetic, tmp_path):
-    options = {"dim": 8, "hidden": (8,), "max_history": 5, "use_genres": False, "use_text": False,
+    options = {"dim": 8, "hidden": (8,), "max_history": 5, "use_genres": False, "item_repr": "id",
                "user_features": False, "train": tiny_train(epochs=1, seed=4, patience=0)}
     in_memory = TwoTower(**options).fit(synthetic.interactions)
     mapped = TwoTower(**options, train_data_dir=str(tmp_path)).fit(synthetic.interactions)

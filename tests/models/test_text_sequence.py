@@ -61,6 +61,14 @@ def test_adaptor_is_a_gated_sum_of_whitened_projections():
     torch.testing.assert_close(adaptor(x), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_adaptor_maps_any_leading_dimensions_row_by_row():
+    """The two-tower's DP-SGD loss passes (B, T, d_text); each row maps as it would alone."""
+    torch.manual_seed(1)
+    adaptor = MoEAdaptor(text_dim=6, dim=4, n_experts=3, dropout=0.0)
+    x = torch.randn(2, 5, 6)
+    torch.testing.assert_close(adaptor(x), adaptor(x.reshape(10, 6)).reshape(2, 5, 4))
+
+
 @pytest.fixture(scope="module")
 def cold_split(synthetic):
     """Leave-one-out with items 0-9 removed from training."""

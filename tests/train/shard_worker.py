@@ -19,7 +19,7 @@ from recloop.evaluate import EvaluationConfig
 SASREC = {"hidden": 32, "layers": 1, "heads": 2, "max_len": 12,
           "train": {"epochs": 6, "batch_size": 32, "lr": 5e-3, "seed": 5, "progress": False, "num_threads": 1,
                     "patience": 0}}
-TWO_TOWER = {"dim": 32, "hidden": [], "max_history": 10, "use_genres": False, "use_text": False,
+TWO_TOWER = {"dim": 32, "hidden": [], "max_history": 10, "use_genres": False, "item_repr": "id",
              "user_features": False, "train": {"epochs": 4, "batch_size": 128, "lr": 5e-3, "seed": 5,
                                                "progress": False, "num_threads": 1, "patience": 0}}
 

@@ -25,18 +25,20 @@ def data():
     return generate(SyntheticConfig(n_users=120, n_items=60, n_clusters=4, mean_interactions=12, seed=3))
 
 
-def _two_tower(privacy: PrivacyConfig, epochs: int = 2, **options) -> TwoTower:
+def _two_tower(privacy: PrivacyConfig, epochs: int = 2, item_repr: str = "id", **options) -> TwoTower:
     train = TrainerConfig(epochs=epochs, batch_size=32, lr=5e-3, progress=False, device="cpu", privacy=privacy)
-    return TwoTower(dim=8, hidden=(16,), use_text=False, max_history=6, id_dropout=0.0, private_targets=3,
-                    private_negatives=10, train=train, **options)
+    return TwoTower(dim=8, hidden=(16,), max_history=6, id_dropout=0.0, private_targets=3,
+                    private_negatives=10, train=train, item_repr=item_repr, **options)
 
 
-def test_per_user_gradients_equal_each_users_own_gradient(data):
+@pytest.mark.parametrize("item_repr", ["id", "fused"])
+def test_per_user_gradients_equal_each_users_own_gradient(data, item_repr):
     """Opacus' per-row gradients of the private loss, clipped and summed by DPOptimizer,
-    must be each user's gradient computed alone: nothing of one user leaks into another's."""
+    must be each user's gradient computed alone: nothing of one user leaks into another's
+    (with text, the adaptor's own parameters included)."""
     from opacus import GradSampleModule
 
-    model = _two_tower(PrivacyConfig(enabled=True, epsilon=math.inf), epochs=1)
+    model = _two_tower(PrivacyConfig(enabled=True, epsilon=math.inf), epochs=1, item_repr=item_repr)
     model.fit(data.interactions, item_features=data.item_features, user_features=data.user_features)
     model.network_.train()
     rows = model.training_data(data.interactions)
@@ -80,8 +82,8 @@ def test_more_noise_means_less_epsilon_and_no_noise_means_infinity(data):
     assert math.isinf(spent[math.inf]["epsilon"]) and spent[math.inf]["noise_multiplier"] == 0
 
 
-def test_inputs_switched_off_are_not_trained(data):
-    model = _two_tower(PrivacyConfig(enabled=True, epsilon=8.0), epochs=1, use_ids=False)
+def test_a_text_only_item_tower_trains_privately(data):
+    model = _two_tower(PrivacyConfig(enabled=True, epsilon=8.0), epochs=1, item_repr="text")
     model.fit(data.interactions, item_features=data.item_features, user_features=data.user_features)
     assert model.train_result_.privacy["epsilon"] <= 8.0 + 1e-6
 
