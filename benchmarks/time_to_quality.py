@@ -141,6 +141,26 @@ def plot(report: dict, png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
+def table(report: dict) -> str:
+    """Markdown: the two curves side by side in time, then the comparison's numbers."""
+    lines = ["| run | epoch | wall s (validation included) | training-only wall s | valid NDCG@10 |",
+             "|---|---|---|---|---|"]
+    for label, key in (("recloop", "recloop"), ("RecBole", "recbole")):
+        for p in report.get(key, {}).get("curve", []):
+            lines.append(f"| {label} | {p['epoch']} | {p['elapsed']:.1f} | {p['train_elapsed']:.1f} | {p['metric']:.4f} |")
+    comparison = report.get("comparison")
+    if comparison:
+        lines.append("")
+        lines.append(f"RecBole's best validation NDCG@10 within its budget: {comparison['level']:.4f}.")
+        for clock, words in zip(CLOCKS, ("wall, validation included", "training only")):
+            c = comparison[clock]
+            ratio = f"{c['ratio']:.1f}x" if c["ratio"] else "n/a"
+            lines.append(f"- {words}: RecBole {c['recbole_seconds']:.0f} s, recloop "
+                         f"{c['recloop_seconds'] if c['recloop_seconds'] is None else round(c['recloop_seconds'], 1)} s,"
+                         f" ratio {ratio}; recloop at >= {comparison['target']}: {c['recloop_seconds_to_target']} s")
+    return "\n".join(lines)
+
+
 def autogroup() -> str | None:
     try:
         return Path("/proc/self/autogroup").read_text().strip()
@@ -162,9 +182,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="only redraw --png from this result file")
+    parser.add_argument("--table", type=Path, default=None, help="only print the markdown table of this result file")
     args = parser.parse_args(argv)
     if args.plot:
         plot(json.loads(args.plot.read_text()), args.png)
+        return {}
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
         return {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch

@@ -41,3 +41,17 @@ def test_recloop_curve_sums_training_time_over_unvalidated_epochs_too():
     (only,) = recloop_curve(history)
     assert only["epoch"] == 2 and only["metric"] == 0.03
     assert only["elapsed"] == 25.0 and only["train_elapsed"] == 21.0 and only["train_cpu_seconds"] == 19.0
+
+
+def test_plot_and_table_read_a_result_file(tmp_path):
+    from benchmarks.time_to_quality import main
+
+    curve = [{**point(20, 0.03, 15), "epoch": 1}, {**point(40, 0.051, 30), "epoch": 2}]
+    recbole = [{**point(300, 0.02, 280), "epoch": 1}]
+    report = {"target": 0.05, "threads": 2, "load_average_start": [1.0, 1.0, 1.0],
+              "recloop": {"minutes": 5, "curve": curve}, "recbole": {"curve": recbole},
+              "comparison": compare(curve, recbole, 0.05)}
+    path = tmp_path / "ttq.json"
+    path.write_text(__import__("json").dumps(report))
+    main(["--plot", str(path), "--png", str(tmp_path / "ttq.png")])
+    assert (tmp_path / "ttq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
