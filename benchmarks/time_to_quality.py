@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["recloop_best_within_budget"] = max(within) if within else None
     report["recloop_last_validation"] = ours[-1] if ours else None
     report["load_average_end"] = os.getloadavg()
+    report["autogroup_end"] = autogroup()  # the priority is set from outside, after the start
     save()
     if args.png:
         plot(report, args.png)
