@@ -82,7 +82,7 @@ def main() -> None:
     train_data, valid_data, _ = data_preparation(config, dataset)
     model = SASRec(config, train_data.dataset).to("cpu")
     if args.minutes:
-        report = curve(config, model, train_data, valid_data, args.minutes)
+        report = curve(config, model, train_data, valid_data, args.minutes, args.json)
         report["threads"] = args.threads
         write(report, args.json)
         return
@@ -111,16 +111,17 @@ def main() -> None:
     write(report, args.json)
 
 
-def curve(config, model, train_data, valid_data, minutes: float) -> dict:
+def curve(config, model, train_data, valid_data, minutes: float, path: Path | None = None) -> dict:
     """Train with RecBole's ``Trainer`` epoch by epoch, validating (full ranking) after
-    each, until the first epoch end past ``minutes``; the validation curve."""
+    each, until the first epoch end past ``minutes``; the validation curve (also written
+    to ``path`` after every epoch, so that a run stopped from outside keeps its points)."""
     import torch
     from recbole.trainer import Trainer
 
     trainer = Trainer(config, model)
     points, train_wall, start, cpu_start = [], 0.0, time.perf_counter(), time.process_time()
     epoch = 0
-    while True:
+    while True:  # until the budget returns
         begun = time.perf_counter()
         loss = trainer._train_epoch(train_data, epoch)
         trained = time.perf_counter()
@@ -134,12 +135,14 @@ def curve(config, model, train_data, valid_data, minutes: float) -> dict:
         print(f"recbole epoch {epoch + 1}: valid ndcg@10 {score:.4f} at {now - start:.0f} s "
               f"(training {train_wall:.0f} s)", file=sys.stderr, flush=True)
         epoch += 1
+        report = {"recbole": __import__("recbole").__version__, "torch": torch.__version__, "minutes": minutes,
+                  "training_samples_per_epoch": len(train_data.dataset), "batch_size": config["train_batch_size"],
+                  "batches_per_epoch": len(train_data), "metric": "ndcg@10", "curve": points,
+                  "parameters": sum(p.numel() for p in model.parameters()), "load_average": os.getloadavg()}
+        if path:
+            path.write_text(json.dumps(report, indent=1))
         if now - start > minutes * 60:
-            break
-    return {"recbole": __import__("recbole").__version__, "torch": torch.__version__, "minutes": minutes,
-            "training_samples_per_epoch": len(train_data.dataset), "batch_size": config["train_batch_size"],
-            "batches_per_epoch": len(train_data), "metric": "ndcg@10", "curve": points,
-            "parameters": sum(p.numel() for p in model.parameters()), "load_average": os.getloadavg()}
+            return report
 
 
 def write(report: dict, path: Path | None) -> None:

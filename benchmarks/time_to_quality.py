@@ -101,15 +101,22 @@ def run_recloop(config_path: str, overrides: list[str], minutes: float, threads:
             "test_best_epoch_no_refit": {k: v for k, v in test.items() if "@" in k}}
 
 
-def run_recbole(python: str, minutes: float, threads: int, data_dir: str) -> dict:
+def run_recbole(python: str, minutes: float, threads: int, data_dir: str, limit_minutes: float) -> dict:
+    """RecBole's curve from its subprocess; stopped after ``limit_minutes`` (the points it
+    wrote by then are kept, ``stopped_from_outside`` says so)."""
     with tempfile.TemporaryDirectory(prefix="ttq-recbole-") as folder:
         out = Path(folder) / "recbole.json"
         command = [python, str(ROOT / "benchmarks" / "recbole_sasrec.py"), "--minutes", str(minutes),
                    "--threads", str(threads), "--data-dir", data_dir, "--json", str(out)]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ""}
         started = time.perf_counter()
-        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-        report = json.loads(out.read_text())
+        try:
+            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, timeout=limit_minutes * 60)
+            stopped = False
+        except subprocess.TimeoutExpired:
+            stopped = True
+        report = json.loads(out.read_text()) if out.is_file() else {"curve": []}
+        report["stopped_from_outside"] = stopped
     report["process_seconds"] = time.perf_counter() - started  # data preparation included
     report["command"] = " ".join(command)
     return report
@@ -178,6 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--recbole-python", default="/work/recbole-venv/bin/python",
                         help="python of a venv with recbole 1.2.1; empty: skip RecBole")
     parser.add_argument("--recbole-minutes", type=float, default=15.0)
+    parser.add_argument("--recbole-limit-minutes", type=float, default=24.0,
+                        help="stop RecBole's process after this long, data preparation included")
     parser.add_argument("--data-dir", default=os.environ.get("RECLOOP_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
@@ -206,8 +215,10 @@ def main(argv: list[str] | None = None) -> dict:
     report["load_average_after_recloop"] = os.getloadavg()
     save()
     if args.recbole_python:
-        report["recbole"] = run_recbole(args.recbole_python, args.recbole_minutes, args.threads, args.data_dir)
-        report["comparison"] = compare(report["recloop"]["curve"], report["recbole"]["curve"], args.target)
+        report["recbole"] = run_recbole(args.recbole_python, args.recbole_minutes, args.threads, args.data_dir,
+                                       args.recbole_limit_minutes)
+        if report["recbole"]["curve"]:
+            report["comparison"] = compare(report["recloop"]["curve"], report["recbole"]["curve"], args.target)
     ours = report["recloop"]["curve"]
     report["recloop_seconds_to_target"] = {clock: first_reaching(ours, args.target, clock) for clock in CLOCKS}
     within = [p["metric"] for p in ours if p["elapsed"] <= args.minutes * 60]
