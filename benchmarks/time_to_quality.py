@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "threads": args.threads, "target": args.target, "cpus": os.cpu_count(), "torch": torch.__version__,
-              "autogroup": autogroup(), "load_average_start": os.getloadavg()}
+              "autogroup": autogroup(), "load_average_start": os.getloadavg(),
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip()}
 
     def save():
         if args.json:
