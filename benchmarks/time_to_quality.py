@@ -162,9 +162,10 @@ def table(report: dict) -> str:
         for clock, words in zip(CLOCKS, ("wall, validation included", "training only")):
             c = comparison[clock]
             ratio = f"{c['ratio']:.1f}x" if c["ratio"] else "n/a"
+            ours, target = c["recloop_seconds"], c["recloop_seconds_to_target"]
             lines.append(f"- {words}: RecBole {c['recbole_seconds']:.0f} s, recloop "
-                         f"{c['recloop_seconds'] if c['recloop_seconds'] is None else round(c['recloop_seconds'], 1)} s,"
-                         f" ratio {ratio}; recloop at >= {comparison['target']}: {c['recloop_seconds_to_target']} s")
+                         f"{'never' if ours is None else f'{ours:.1f} s'}, ratio {ratio}; recloop at >= "
+                         f"{comparison['target']}: {'never' if target is None else f'{target:.1f} s'}")
     return "\n".join(lines)
 
 
