@@ -107,11 +107,13 @@ def run_recbole(python: str, minutes: float, threads: int, data_dir: str, limit_
     with tempfile.TemporaryDirectory(prefix="ttq-recbole-") as folder:
         out = Path(folder) / "recbole.json"
         command = [python, str(ROOT / "benchmarks" / "recbole_sasrec.py"), "--minutes", str(minutes),
-                   "--threads", str(threads), "--data-dir", data_dir, "--json", str(out)]
+                   "--threads", str(threads), "--data-dir", str(Path(data_dir).resolve()), "--json", str(out)]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": ""}
         started = time.perf_counter()
         try:
-            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, timeout=limit_minutes * 60)
+            # In the temporary folder: RecBole's Trainer writes TensorBoard logs into its working directory.
+            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, timeout=limit_minutes * 60,
+                           cwd=folder)
             stopped = False
         except subprocess.TimeoutExpired:
             stopped = True
