@@ -7,6 +7,7 @@ scipy 1.11 and no ray, so it lives in its own virtual environment::
     /work/recbole-venv/bin/pip install 'numpy<2' 'pandas<3' 'scipy==1.11.*' recbole==1.2.1 --no-deps
     /work/recbole-venv/bin/pip install --no-deps colorlog==4.7.2 colorama==0.4.4 pytz pyyaml psutil \
         plotly tabulate texttable thop tqdm scikit-learn
+    /work/recbole-venv/bin/pip install tensorboard   # its Trainer opens a TensorBoard writer
     # torch 2.13.0: pip install torch==2.13.0, or reuse a CPU build (a .pth file naming its site-packages)
     /work/recbole-venv/bin/python benchmarks/recbole_sasrec.py --batches 30 --json recbole.json
 
